@@ -1,0 +1,156 @@
+"""The ``o365-traffic`` command: parses options, calls the library, renders.
+
+Every failure the user can cause is one line on stderr and a non-zero exit code:
+2 for unusable input (rules, unreadable captures), 1 for a corrupt capture.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import O365TrafficError
+from .pipeline import analyze as run_analysis
+from .pipeline import expand_paths
+from .render import share, to_csv, to_json
+from .result import AnalysisResult
+from .rules import load_rules
+
+PROG = "o365-traffic"
+
+
+def _err(kind: str, message: str) -> None:
+    click.echo(f"{PROG}: {kind}: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """How much of a link is Office 365, and which part of it."""
+
+
+@cli.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option("--rules", "rules_path", metavar="FILE",
+              help="Rule set (TOML); default: the Office 365 2015 port table.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the output to FILE instead of stdout.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes for several captures [default: number of cores].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
+            jobs: int | None, quiet: bool) -> None:
+    """Classify every packet of CAPTURES (files, directories, globs, or - for stdin)
+    and report packets and wire bytes per Office 365 category."""
+    try:
+        rules = load_rules(rules_path)
+    except O365TrafficError as exc:
+        _err("error", str(exc))
+        sys.exit(2)
+    files = expand_paths(captures)
+    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    with _progress(files, quiet) as progress:
+        result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress)
+    for capture in result.captures:
+        for warning in capture.warnings:
+            _err("warning", warning)
+        if capture.error:
+            _err("error", capture.error)
+    text = {"json": to_json, "csv": to_csv, "table": _table}[fmt](result)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            _err("error", f"{output}: cannot write: {exc.strerror or exc}")
+            sys.exit(2)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(result.exit_code)
+
+
+@contextmanager
+def _progress(files: list[str], quiet: bool) -> Iterator[Any]:
+    """A progress bar on stderr, only for a terminal and only when not quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
+    total = sum(sizes) if len(sizes) == len(files) else None
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task("analysing", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _table(result: AnalysisResult) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    totals = result.totals
+    table = Table(title=f"Office 365 traffic by category (rules: {result.rules})")
+    table.add_column("category")
+    table.add_column("packets", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for name, t in result.categories.items():
+        table.add_row(name, f"{t.packets:,}", _human_bytes(t.bytes),
+                      f"{100 * share(t.bytes, totals.bytes):.1f}%")
+    table.add_section()
+    table.add_row("total", f"{totals.packets:,}", _human_bytes(totals.bytes), "100.0%")
+    console = Console(file=None, record=True, width=100, force_terminal=False)
+    with console.capture() as cap:
+        console.print(table)
+        if result.anomalies:
+            console.print("anomalies: " + ", ".join(
+                f"{k} {v:,}" for k, v in sorted(result.anomalies.items())))
+    return cap.get()
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{n:,} B" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def main() -> None:
+    """Entry point: never lets a traceback reach the user."""
+    try:
+        cli(prog_name=PROG)
+    except KeyboardInterrupt:
+        _err("error", "interrupted")
+        sys.exit(130)
+    except O365TrafficError as exc:
+        _err("error", str(exc))
+        sys.exit(2)
+    except Exception as exc:
+        _err("internal error", f"{type(exc).__name__}: {exc} (please report this)")
+        sys.exit(3)

@@ -1,0 +1,143 @@
+"""Rules compiled into lookup tables: classifying a batch is a few gathers.
+
+Per protocol, the rules' port ranges cut 0-65535 into elementary intervals; every
+port of an interval belongs to the same client and server ranges, so an interval is a
+*port class* with two rule bitmasks (rules whose client side, and whose server side,
+contain it). ``port_class`` maps (protocol slot, port) to its class in one gather.
+
+A packet with ports (a, b) matches rule r when ``client[a] & server[b]`` or
+``client[b] & server[a]`` has bit r; the first rule is the lowest set bit. While the
+classes are few (always, for hand-written rule sets) that answer is precomputed for
+every pair of classes, so a batch costs three gathers whatever the number of rules;
+otherwise the bitmasks are scanned word by word.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
+from .rules import PROTOCOLS, RuleSet
+
+__all__ = ["CompiledRules", "compile_rules"]
+
+_PORTS = 65536
+#: Largest number of port classes for which the pair table is built (its size squared).
+_PAIR_TABLE_MAX = 2048
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_INDEX = np.zeros(64, np.int64)
+for _bit in range(64):
+    _DEBRUIJN_INDEX[((1 << _bit) * 0x03F79D71B4CB0A89 % (1 << 64)) >> 58] = _bit
+
+
+def lowest_bit(words: np.ndarray) -> np.ndarray:
+    """Index of the lowest set bit of each uint64 (undefined where the word is 0)."""
+    isolated = words & (~words + np.uint64(1))
+    return _DEBRUIJN_INDEX[(isolated * _DEBRUIJN) >> np.uint64(58)]
+
+
+class CompiledRules:
+    """A rule set compiled for batch classification (see the module docstring)."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.categories = rules.categories
+        self.other = len(self.categories) - 2
+        self.non_ip = len(self.categories) - 1
+        n_rules = len(rules.rules)
+        words = max(1, (n_rules + 63) // 64)
+        index = {c: i for i, c in enumerate(self.categories)}
+        # rule index -> category id; the extra last entry is "no rule matched"
+        self.rule_category = np.array(
+            [index[r.category] for r in rules.rules] + [self.other], np.int32
+        )
+        protos = sorted({PROTOCOLS[p] for r in rules.rules for p in r.protocols})
+        self.slot_of_proto = np.zeros(256, np.int64)  # slot 0: no rule can match
+        for slot, proto in enumerate(protos, 1):
+            self.slot_of_proto[proto] = slot
+        class_rows_c = [np.zeros((1, words), np.uint64)]
+        class_rows_s = [np.zeros((1, words), np.uint64)]
+        port_class = np.zeros((len(protos) + 1) * _PORTS, np.int64)
+        n_classes = 1
+        for slot, proto in enumerate(protos, 1):
+            name = next(k for k, v in PROTOCOLS.items() if v == proto)
+            sides = [
+                [(r_i, lo, hi) for r_i, r in enumerate(rules.rules) if name in r.protocols
+                 for lo, hi in getattr(r, side)[name]]
+                for side in ("client", "server")
+            ]
+            cuts = sorted({0, _PORTS} | {e for side in sides for _, lo, hi in side
+                                         for e in (lo, hi + 1)})
+            starts = np.array(cuts[:-1], np.int64)
+            rows = []
+            for side in sides:
+                bits = np.zeros((len(starts), words), np.uint64)
+                for r_i, lo, hi in side:
+                    a = int(np.searchsorted(starts, lo))
+                    b = int(np.searchsorted(starts, hi + 1))
+                    bits[a:b, r_i // 64] |= np.uint64(1 << (r_i % 64))
+                rows.append(bits)
+            class_rows_c.append(rows[0])
+            class_rows_s.append(rows[1])
+            ports = np.arange(_PORTS)
+            port_class[slot * _PORTS : (slot + 1) * _PORTS] = (
+                n_classes + np.searchsorted(starts, ports, side="right") - 1
+            )
+            n_classes += len(starts)
+        client = np.concatenate(class_rows_c)
+        server = np.concatenate(class_rows_s)
+        self.n_classes = n_classes
+        self.port_class = port_class.astype(_smallest_uint(n_classes))
+        self.pair_table: np.ndarray | None = None
+        self._client = client
+        self._server = server
+        if n_classes <= _PAIR_TABLE_MAX:
+            self.pair_table = self._pair_table(client, server)
+
+    def _pair_table(self, client: np.ndarray, server: np.ndarray) -> np.ndarray:
+        """Category id for every (class, class) pair."""
+        n = self.n_classes
+        rule = np.full((n, n), len(self.rules.rules), np.int64)
+        for w in range(client.shape[1]):
+            c, s = client[:, w], server[:, w]
+            m = (c[:, None] & s[None, :]) | (c[None, :] & s[:, None])
+            fresh = (m != 0) & (rule == len(self.rules.rules))
+            rule[fresh] = w * 64 + lowest_bit(m[fresh])
+        return self.rule_category[rule].astype(_smallest_uint(len(self.categories)))
+
+    def classify(self, h: Headers) -> np.ndarray:
+        """Category id of every packet (``categories`` indexes); later fragments get
+        ``other`` here and are settled by the fragment table."""
+        ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
+        base = self.slot_of_proto[h.proto] * ported * _PORTS
+        a = self.port_class[base + h.sport]
+        b = self.port_class[base + h.dport]
+        if self.pair_table is not None:
+            cat = self.pair_table[a, b].astype(np.int32)
+        else:
+            cat = self._scan(a, b)
+        cat[h.ip == 0] = self.non_ip
+        return cat
+
+    def _scan(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        none = len(self.rules.rules)
+        rule = np.full(a.shape[0], none, np.int64)
+        for w in range(self._client.shape[1]):
+            c, s = self._client[:, w], self._server[:, w]
+            m = (c[a] & s[b]) | (c[b] & s[a])
+            fresh = (m != 0) & (rule == none)
+            if fresh.any():
+                rule[fresh] = w * 64 + lowest_bit(m[fresh])
+        return self.rule_category[rule]
+
+
+def compile_rules(rules: RuleSet) -> CompiledRules:
+    """Compile a rule set into lookup tables."""
+    return CompiledRules(rules)
+
+
+def _smallest_uint(count: int) -> type[np.unsignedinteger]:  # type: ignore[type-arg]
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if count <= np.iinfo(dtype).max + 1:
+            return dtype  # type: ignore[return-value]
+    return np.uint64

@@ -1,0 +1,34 @@
+"""A batch of raw packets held as columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MAX_CAPLEN", "MAX_PACKETS", "Batch"]
+
+#: The largest captured length libpcap accepts; a record claiming more is corrupt.
+MAX_CAPLEN = 262_144
+#: Packets per batch at most.
+MAX_PACKETS = 131_072
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Raw packets: packet ``i`` is ``buf[offset[i] : offset[i] + caplen[i]]``.
+
+    A batch is valid until the next batch of the same source is requested (the
+    buffer may be reused).
+    """
+
+    buf: np.ndarray  # uint8, the window the offsets point into
+    offset: np.ndarray  # int64
+    caplen: np.ndarray  # int64, bytes captured
+    wirelen: np.ndarray  # int64, bytes on the wire (the record's original length)
+    ts: np.ndarray  # int64, nanoseconds since the epoch
+    linktype: np.ndarray  # int64, LINKTYPE_ value of each packet's interface
+    start: int  # absolute byte offset of the first record (for messages)
+
+    def __len__(self) -> int:
+        return int(self.offset.shape[0])

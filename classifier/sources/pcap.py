@@ -1,0 +1,145 @@
+"""The classic pcap format (pcap-savefile(5)): a 24-byte file header, then records.
+
+Layout, as offsets in bytes::
+
+    file header   magic:0/4 major:4/2 minor:6/2 reserved:8/8 snaplen:16/4 linktype:20/4
+    record        ts_sec:0/4 ts_frac:4/4 incl_len:8/4 orig_len:12/4 data:16/incl_len
+
+Records are not aligned and each one's offset depends on all before it, so the walk
+is one sequential loop (a kernel); everything after it is columnar.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from .._jit import kernel
+from ..errors import CorruptCaptureError, NotACaptureError
+from ._input import ByteInput
+from .batch import MAX_CAPLEN, MAX_PACKETS, Batch
+
+__all__ = ["MAGICS", "PcapReader", "walk_pcap"]
+
+#: magic as read little-endian -> (big-endian file, nanosecond timestamps, record header size)
+MAGICS: dict[int, tuple[bool, bool, int]] = {
+    0xA1B2C3D4: (False, False, 16),
+    0xA1B23C4D: (False, True, 16),
+    0xD4C3B2A1: (True, False, 16),
+    0x4D3CB2A1: (True, True, 16),
+    # Alexey Kuznetzov's patched libpcap: 8 more bytes per record header.
+    0xA1B2CD34: (False, False, 24),
+    0x34CDB2A1: (True, False, 24),
+}
+
+# Walk status codes.
+NEED_MORE, FULL, CORRUPT = 0, 1, 2
+
+
+@kernel
+def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, off, cap, wire, ts):  # type: ignore[no-untyped-def]
+    """Walk records in ``buf[pos:end]`` into the output columns.
+
+    Returns ``(count, next_pos, status)``: status NEED_MORE (the next record is not
+    wholly in the buffer), FULL (the columns are full) or CORRUPT (the record header
+    at ``next_pos`` claims more than ``max_caplen`` bytes).
+    """
+    n = 0
+    limit = off.shape[0]
+    while n < limit:
+        if pos + hdr_len > end:
+            return n, pos, 0
+        if big:
+            sec = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            frac = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
+            incl = (buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8) | buf[pos + 11]
+            orig = (buf[pos + 12] << 24) | (buf[pos + 13] << 16) | (buf[pos + 14] << 8) | buf[pos + 15]
+        else:
+            sec = (buf[pos + 3] << 24) | (buf[pos + 2] << 16) | (buf[pos + 1] << 8) | buf[pos]
+            frac = (buf[pos + 7] << 24) | (buf[pos + 6] << 16) | (buf[pos + 5] << 8) | buf[pos + 4]
+            incl = (buf[pos + 11] << 24) | (buf[pos + 10] << 16) | (buf[pos + 9] << 8) | buf[pos + 8]
+            orig = (buf[pos + 15] << 24) | (buf[pos + 14] << 16) | (buf[pos + 13] << 8) | buf[pos + 12]
+        if incl > max_caplen:
+            return n, pos, 2
+        if pos + hdr_len + incl > end:
+            return n, pos, 0
+        off[n] = pos + hdr_len
+        cap[n] = incl
+        wire[n] = orig
+        ts[n] = sec * 1_000_000_000 + frac * frac_ns
+        pos += hdr_len + incl
+        n += 1
+    return n, pos, 1
+
+
+class PcapReader:
+    """Stream a pcap capture as batches."""
+
+    format = "pcap"
+
+    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS):
+        self.source = source
+        self.path = source.path
+        self.compiled = compiled
+        head, _ = source.view(0)
+        if len(head) < 24:
+            raise NotACaptureError(self.path, f"pcap file header cut short ({len(head)} of 24 bytes)")
+        (magic,) = struct.unpack_from("<I", head, 0)
+        self.big, self.nanosecond, self.record_header = MAGICS[magic]
+        e = ">" if self.big else "<"
+        self.version = struct.unpack_from(e + "HH", head, 4)
+        self.snaplen, linktype = struct.unpack_from(e + "II", head, 16)
+        # The upper bits may carry an FCS length and flags; the link type is the low 16.
+        self.linktype = linktype & 0xFFFF
+        self.link_types = {self.linktype}
+        self.complete = True
+        self.cut_at: int | None = None
+        self.position = 24
+        self._walk = walk_pcap.select(compiled)
+        self._max_packets = max_packets
+
+    def __iter__(self) -> Iterator[Batch]:
+        pos = 24
+        frac_ns = 1 if self.nanosecond else 1000
+        while True:
+            buf, eof = self.source.view(pos)
+            end = len(buf)
+            rel = 0
+            while True:
+                off = np.empty(self._max_packets, np.int64)
+                cap = np.empty(self._max_packets, np.int64)
+                wire = np.empty(self._max_packets, np.int64)
+                ts = np.empty(self._max_packets, np.int64)
+                n, nxt, status = self._walk(
+                    buf, rel, end, self.big, frac_ns, self.record_header, MAX_CAPLEN,
+                    off, cap, wire, ts,
+                )
+                n, nxt, status = int(n), int(nxt), int(status)
+                if n:
+                    lt = np.full(n, self.linktype, np.int64)
+                    yield Batch(buf, off[:n], cap[:n], wire[:n], ts[:n], lt, pos + rel)
+                self.position = pos + nxt
+                if status == CORRUPT:
+                    incl = _u32(buf, nxt + 8, self.big)
+                    raise CorruptCaptureError(
+                        self.path,
+                        f"corrupt record header: captured length {incl} is over {MAX_CAPLEN}",
+                        pos + nxt,
+                    )
+                rel = nxt
+                if status == NEED_MORE:
+                    break
+            if eof:
+                if rel < end:
+                    self.complete = False
+                    self.cut_at = pos + rel
+                return
+            if rel == 0:  # only with a window smaller than the largest record
+                raise CorruptCaptureError(self.path, "record larger than the read window", pos)
+            pos += rel
+
+
+def _u32(buf: np.ndarray, at: int, big: bool) -> int:
+    return int.from_bytes(bytes(buf[at : at + 4]), "big" if big else "little")

@@ -1,0 +1,379 @@
+"""The pcapng format: a chain of blocks, in sections with their own byte order.
+
+Every block is ``type:0/4 total_length:4/4 body total_length:-4/4``. The packet blocks
+(Enhanced 6, Simple 3, obsolete Packet 2) are walked by a kernel; Section Header (SHB)
+and Interface Description (IDB) blocks, which are rare, stop the kernel and are parsed
+here. Unknown blocks are skipped by their length.
+
+    EPB body  interface:0/4 ts_high:4/4 ts_low:8/4 caplen:12/4 origlen:16/4 data:20
+    SPB body  origlen:0/4 data:4
+    PB body   interface:0/2 drops:2/2 ts_high:4/4 ts_low:8/4 caplen:12/4 origlen:16/4 data:20
+    SHB body  byte_order_magic:0/4 major:4/2 minor:6/2 section_length:8/8 options:16
+    IDB body  linktype:0/2 reserved:2/2 snaplen:4/4 options:8
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._jit import kernel
+from ..errors import CorruptCaptureError, NotACaptureError
+from ._input import WINDOW, ByteInput
+from .batch import MAX_CAPLEN, MAX_PACKETS, Batch
+
+__all__ = ["SHB_TYPE", "PcapngReader", "walk_pcapng"]
+
+SHB_TYPE = 0x0A0D0D0A
+IDB_TYPE = 1
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+# Walk status codes.
+NEED_MORE, FULL, CORRUPT, HEADER, SKIP, BAD_INTERFACE = 0, 1, 2, 3, 4, 5
+
+
+@kernel
+def walk_pcapng(buf, pos, end, big, n_if, if_snap, off, cap, wire, ts, ifid):  # type: ignore[no-untyped-def]
+    """Walk packet blocks in ``buf[pos:end]`` into the output columns.
+
+    ``ts`` receives raw timestamps in interface units; simple packet blocks, which have
+    none, get interface -1. Returns ``(count, next_pos, status)``; status is NEED_MORE,
+    FULL, CORRUPT (bad block length at ``next_pos``), HEADER (an SHB or IDB starts at ``next_pos``), SKIP (a non-packet
+    block at ``next_pos`` extends past the buffer) or BAD_INTERFACE.
+    """
+    n = 0
+    limit = off.shape[0]
+    while n < limit:
+        if pos + 8 > end:
+            return n, pos, 0
+        if big:
+            btype = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            blen = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
+        else:
+            btype = (buf[pos + 3] << 24) | (buf[pos + 2] << 16) | (buf[pos + 1] << 8) | buf[pos]
+            blen = (buf[pos + 7] << 24) | (buf[pos + 6] << 16) | (buf[pos + 5] << 8) | buf[pos + 4]
+        if btype == 0x0A0D0D0A or btype == 1:
+            return n, pos, 3
+        if blen < 12 or blen % 4 != 0:
+            return n, pos, 2
+        is_packet = btype == 6 or btype == 3 or btype == 2
+        if pos + blen > end:
+            if is_packet and blen <= 65536 + MAX_CAPLEN:
+                return n, pos, 0
+            if is_packet:
+                return n, pos, 2
+            return n, pos, 4
+        t = pos + blen - 4
+        if big:
+            trail = (buf[t] << 24) | (buf[t + 1] << 16) | (buf[t + 2] << 8) | buf[t + 3]
+        else:
+            trail = (buf[t + 3] << 24) | (buf[t + 2] << 16) | (buf[t + 1] << 8) | buf[t]
+        if trail != blen:
+            return n, pos, 2
+        b = pos + 8
+        if btype == 6 or btype == 2:
+            if blen < 32:
+                return n, pos, 2
+            if btype == 6:
+                if big:
+                    iface = (buf[b] << 24) | (buf[b + 1] << 16) | (buf[b + 2] << 8) | buf[b + 3]
+                else:
+                    iface = (buf[b + 3] << 24) | (buf[b + 2] << 16) | (buf[b + 1] << 8) | buf[b]
+            elif big:
+                iface = (buf[b] << 8) | buf[b + 1]
+            else:
+                iface = (buf[b + 1] << 8) | buf[b]
+            if big:
+                hi = (buf[b + 4] << 24) | (buf[b + 5] << 16) | (buf[b + 6] << 8) | buf[b + 7]
+                lo = (buf[b + 8] << 24) | (buf[b + 9] << 16) | (buf[b + 10] << 8) | buf[b + 11]
+                incl = (buf[b + 12] << 24) | (buf[b + 13] << 16) | (buf[b + 14] << 8) | buf[b + 15]
+                orig = (buf[b + 16] << 24) | (buf[b + 17] << 16) | (buf[b + 18] << 8) | buf[b + 19]
+            else:
+                hi = (buf[b + 7] << 24) | (buf[b + 6] << 16) | (buf[b + 5] << 8) | buf[b + 4]
+                lo = (buf[b + 11] << 24) | (buf[b + 10] << 16) | (buf[b + 9] << 8) | buf[b + 8]
+                incl = (buf[b + 15] << 24) | (buf[b + 14] << 16) | (buf[b + 13] << 8) | buf[b + 12]
+                orig = (buf[b + 19] << 24) | (buf[b + 18] << 16) | (buf[b + 17] << 8) | buf[b + 16]
+            if iface >= n_if:
+                return n, pos, 5
+            if incl > blen - 32 or incl > MAX_CAPLEN:
+                return n, pos, 2
+            off[n] = b + 20
+            cap[n] = incl
+            wire[n] = orig
+            ts[n] = (hi << 32) | lo
+            ifid[n] = iface
+            n += 1
+        elif btype == 3:
+            if n_if < 1:
+                return n, pos, 5
+            if big:
+                orig = (buf[b] << 24) | (buf[b + 1] << 16) | (buf[b + 2] << 8) | buf[b + 3]
+            else:
+                orig = (buf[b + 3] << 24) | (buf[b + 2] << 16) | (buf[b + 1] << 8) | buf[b]
+            incl = orig
+            snap = if_snap[0]
+            if snap > 0 and incl > snap:
+                incl = snap
+            if incl > blen - 16:
+                incl = blen - 16
+            off[n] = b + 4
+            cap[n] = incl
+            wire[n] = orig
+            ts[n] = 0
+            ifid[n] = -1
+            n += 1
+        pos += blen
+    return n, pos, 1
+
+
+@dataclass
+class Interface:
+    """What an IDB says about its packets."""
+
+    linktype: int
+    snaplen: int
+    resolution: tuple[bool, int]  # (power of two, exponent): units of 10^-n or 2^-n s
+    offset_s: int = 0
+
+
+class PcapngReader:
+    """Stream a pcapng capture as batches."""
+
+    format = "pcapng"
+
+    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS):
+        self.source = source
+        self.path = source.path
+        self.compiled = compiled
+        self.link_types: set[int] = set()
+        self.complete = True
+        self.cut_at: int | None = None
+        self.position = 0
+        self.big = False
+        self.interfaces: list[Interface] = []
+        self._last_ns = 0
+        self._walk = walk_pcapng.select(compiled)
+        self._max_packets = max_packets
+        head, _ = source.view(0)
+        if len(head) < 28:
+            raise NotACaptureError(
+                self.path, f"pcapng section header cut short ({len(head)} of 28 bytes)"
+            )
+        (bom,) = struct.unpack_from("<I", head, 8)
+        if bom not in (BYTE_ORDER_MAGIC, 0x4D3C2B1A):
+            raise NotACaptureError(self.path, f"pcapng byte-order magic 0x{bom:08x} not valid")
+
+    def __iter__(self) -> Iterator[Batch]:
+        pos = 0
+        while True:
+            buf, eof = self.source.view(pos)
+            end = len(buf)
+            rel = 0
+            while True:
+                size = self._max_packets
+                off = np.empty(size, np.int64)
+                cap = np.empty(size, np.int64)
+                wire = np.empty(size, np.int64)
+                raw_ts = np.empty(size, np.int64)
+                ifid = np.empty(size, np.int64)
+                snaps = np.array([i.snaplen for i in self.interfaces] or [0], np.int64)
+                n, nxt, status = self._walk(
+                    buf, rel, end, self.big, len(self.interfaces), snaps,
+                    off, cap, wire, raw_ts, ifid,
+                )
+                n, nxt, status = int(n), int(nxt), int(status)
+                if n:
+                    yield self._batch(buf, pos + rel, off[:n], cap[:n], wire[:n], raw_ts[:n],
+                                      ifid[:n])
+                self.position = pos + nxt
+                rel = nxt
+                if status == FULL:
+                    continue
+                if status == CORRUPT:
+                    raise CorruptCaptureError(self.path, self._corrupt(buf, rel), pos + rel)
+                if status == BAD_INTERFACE:
+                    raise CorruptCaptureError(
+                        self.path,
+                        f"packet block names interface {self._iface(buf, rel)}, but the "
+                        f"section describes {len(self.interfaces)}",
+                        pos + rel,
+                    )
+                if status == HEADER:
+                    consumed = self._header(buf, rel, end, pos + rel, eof)
+                    if consumed is None:  # the header block is not wholly in the window
+                        break
+                    rel += consumed
+                    continue
+                if status == SKIP:
+                    blen = self._blen(buf, rel)
+                    if self.source.size is not None and pos + rel + blen > self.source.size:
+                        self.complete = False
+                        self.cut_at = pos + rel
+                        return
+                    pos = pos + rel + blen
+                    rel = -1  # marks the window as left
+                    break
+                break  # NEED_MORE
+            if rel == -1:
+                continue
+            if eof:
+                if rel < end:
+                    self.complete = False
+                    self.cut_at = pos + rel
+                return
+            if rel == 0:
+                # The window started at this block and still does not hold it.
+                raise CorruptCaptureError(
+                    self.path, f"block of {self._blen(buf, 0)} bytes larger than the read window",
+                    pos,
+                )
+            pos += rel
+
+    # -- rare blocks, parsed in Python ---------------------------------------------------
+
+    def _header(self, buf: np.ndarray, rel: int, end: int, at: int, eof: bool) -> int | None:
+        """Parse the SHB or IDB at ``buf[rel]``; return its length, or None if cut."""
+        if rel + 12 > end:
+            return self._cut(at, eof)
+        (btype,) = struct.unpack_from("<I", buf, rel)
+        if btype == SHB_TYPE:
+            (bom,) = struct.unpack_from("<I", buf, rel + 8)
+            if bom == BYTE_ORDER_MAGIC:
+                big = False
+            elif bom == 0x4D3C2B1A:
+                big = True
+            else:
+                raise CorruptCaptureError(
+                    self.path, f"section header byte-order magic 0x{bom:08x} not valid", at
+                )
+            e = ">" if big else "<"
+            (blen,) = struct.unpack_from(e + "I", buf, rel + 4)
+            if blen < 28 or blen % 4:
+                raise CorruptCaptureError(self.path, f"section header length {blen} not valid", at)
+            if rel + blen > end:
+                return self._cut(at, eof, blen)
+            self._check_trailer(buf, rel, blen, e, at)
+            self.big = big
+            self.interfaces = []  # interfaces are numbered per section
+            return int(blen)
+        e = ">" if self.big else "<"
+        (blen,) = struct.unpack_from(e + "I", buf, rel + 4)
+        if blen < 20 or blen % 4:
+            raise CorruptCaptureError(
+                self.path, f"interface description length {blen} not valid", at
+            )
+        if rel + blen > end:
+            return self._cut(at, eof, blen)
+        self._check_trailer(buf, rel, blen, e, at)
+        linktype, _, snaplen = struct.unpack_from(e + "HHI", buf, rel + 8)
+        iface = Interface(linktype, snaplen, (False, 6))
+        for code, value in _options(buf, rel + 16, rel + blen - 4, e):
+            if code == 9 and len(value) >= 1:
+                # Past 2^-63 or 10^-19 s the units no longer fit 64 bits anyway.
+                iface.resolution = (bool(value[0] & 0x80), min(value[0] & 0x7F, 63))
+            elif code == 14 and len(value) >= 8:
+                (iface.offset_s,) = struct.unpack(e + "q", value[:8])
+        self.interfaces.append(iface)
+        self.link_types.add(linktype)
+        return int(blen)
+
+    def _cut(self, at: int, eof: bool, blen: int = 0) -> None:
+        if blen > WINDOW:
+            raise CorruptCaptureError(self.path, f"header block length {blen} too large", at)
+        if eof:
+            self.complete = False
+            self.cut_at = at
+        return None
+
+    def _check_trailer(self, buf: np.ndarray, rel: int, blen: int, e: str, at: int) -> None:
+        (trail,) = struct.unpack_from(e + "I", buf, rel + blen - 4)
+        if trail != blen:
+            raise CorruptCaptureError(
+                self.path, f"block length {blen} does not match its trailer {trail}", at
+            )
+
+    def _blen(self, buf: np.ndarray, rel: int) -> int:
+        (blen,) = struct.unpack_from(">I" if self.big else "<I", buf, rel + 4)
+        return int(blen)
+
+    def _iface(self, buf: np.ndarray, rel: int) -> int:
+        e = ">" if self.big else "<"
+        (btype,) = struct.unpack_from(e + "I", buf, rel)
+        if btype == 2:
+            return int(struct.unpack_from(e + "H", buf, rel + 8)[0])
+        if btype == 3:
+            return 0
+        return int(struct.unpack_from(e + "I", buf, rel + 8)[0])
+
+    def _corrupt(self, buf: np.ndarray, rel: int) -> str:
+        blen = self._blen(buf, rel) if rel + 8 <= len(buf) else 0
+        if blen < 12 or blen % 4:
+            return f"corrupt block: length {blen} is not a multiple of 4 of at least 12"
+        if rel + blen <= len(buf):
+            e = ">" if self.big else "<"
+            (trail,) = struct.unpack_from(e + "I", buf, rel + blen - 4)
+            if trail != blen:
+                return f"corrupt block: length {blen} does not match its trailer {trail}"
+        return f"corrupt packet block: length {blen} or its captured length not valid"
+
+    def _batch(self, buf: np.ndarray, start: int, off: np.ndarray, cap: np.ndarray,
+               wire: np.ndarray, raw_ts: np.ndarray, ifid: np.ndarray) -> Batch:
+        simple = ifid < 0
+        if simple.any():
+            ifid = np.where(simple, 0, ifid)
+        first = int(ifid[0])
+        if (ifid == first).all():
+            iface = self.interfaces[first]
+            ts = _to_ns(raw_ts, iface)
+            lt = np.full(len(off), iface.linktype, np.int64)
+        else:
+            ts = np.empty_like(raw_ts)
+            lt = np.empty_like(ifid)
+            for i in np.unique(ifid):
+                sel = ifid == i
+                iface = self.interfaces[int(i)]
+                ts[sel] = _to_ns(raw_ts[sel], iface)
+                lt[sel] = iface.linktype
+        if simple.any():
+            # A simple packet block has no timestamp: it takes the previous packet's.
+            idx = np.where(simple, -1, np.arange(len(ts)))
+            idx = np.maximum.accumulate(idx)
+            ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], self._last_ns)
+        self._last_ns = int(ts[-1])
+        return Batch(buf, off, cap, wire, ts, lt, start)
+
+
+def _to_ns(raw: np.ndarray, iface: Interface) -> np.ndarray:
+    """Interface units to nanoseconds since the epoch."""
+    power2, exp = iface.resolution
+    units = raw.astype(np.uint64)
+    if power2:
+        whole = units >> np.uint64(exp)
+        frac = units & np.uint64((1 << exp) - 1)
+        # Scale the fraction in two steps so it never overflows 64 bits.
+        shift = max(0, exp - 30)
+        frac_ns = ((frac >> np.uint64(shift)) * np.uint64(1_000_000_000)) >> np.uint64(exp - shift)
+        ns = whole * np.uint64(1_000_000_000) + frac_ns
+    elif exp <= 9:
+        ns = units * np.uint64(10 ** (9 - exp))
+    else:
+        ns = units // np.uint64(10 ** min(exp - 9, 19))
+    out = ns.astype(np.int64)
+    if iface.offset_s:
+        out += iface.offset_s * 1_000_000_000
+    return out
+
+
+def _options(buf: np.ndarray, start: int, end: int, e: str) -> Iterator[tuple[int, bytes]]:
+    """The options of a block body: (code, value) until code 0 or the end."""
+    pos = start
+    while pos + 4 <= end:
+        code, length = struct.unpack_from(e + "HH", buf, pos)
+        if code == 0:
+            return
+        value = bytes(buf[pos + 4 : min(end, pos + 4 + length)])
+        yield code, value
+        pos += 4 + length + (-length % 4)

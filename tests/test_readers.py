@@ -1,0 +1,193 @@
+"""Readers: every record of a capture comes out once, exactly, in order."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from classifier.errors import CorruptCaptureError, NotACaptureError
+from classifier.sources import open_capture
+from tests import writers
+from tests.strategies import records
+
+Record = writers.Record
+fixture_ok = [HealthCheck.function_scoped_fixture]
+
+
+def read_all(path: Path, **kw: object) -> tuple[list[tuple[int, bytes, int, int]], object]:
+    reader = open_capture(str(path), **kw)  # type: ignore[arg-type]
+    out = []
+    for b in reader:
+        for i in range(len(b)):
+            o, c = int(b.offset[i]), int(b.caplen[i])
+            out.append((int(b.ts[i]), bytes(b.buf[o : o + c]), int(b.wirelen[i]),
+                        int(b.linktype[i])))
+    return out, reader
+
+
+modes = st.fixed_dictionaries({
+    "compiled": st.booleans(),
+    "max_packets": st.sampled_from([1, 3, 1000]),
+    "window": st.sampled_from([4096, 8192, 1 << 20]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=fixture_ok)
+@given(recs=records(), big=st.booleans(), ns=st.booleans(), gz=st.booleans(), mode=modes)
+def test_pcap_reader_returns_every_record(tmp_path: Path, recs: list[Record], big: bool,
+                                          ns: bool, gz: bool, mode: dict[str, object]) -> None:
+    data = writers.pcap(recs, big=big, nanosecond=ns, linktype=101)
+    path = tmp_path / "x.pcap"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    got, reader = read_all(path, **mode)
+    unit = 1 if ns else 1000
+    assert got == [(ts // unit * unit, d, o, 101) for ts, d, o in recs]
+    assert reader.complete  # type: ignore[attr-defined]
+    assert reader.format == ("pcap.gz" if gz else "pcap")  # type: ignore[attr-defined]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=fixture_ok)
+@given(recs=records(), sections=st.lists(st.booleans(), min_size=1, max_size=3),
+       resol=st.sampled_from([6, 9, 3, 0x80 | 20, 0x80 | 10]), spb_every=st.integers(0, 4),
+       mode=modes)
+def test_pcapng_reader_returns_every_record(tmp_path: Path, recs: list[Record],
+                                            sections: list[bool], resol: int, spb_every: int,
+                                            mode: dict[str, object]) -> None:
+    """Sections alternate byte order; each has two interfaces (Ethernet with the drawn
+    resolution, raw IP with the default), unknown blocks, and some simple packet blocks."""
+    blob = []
+    expected = []
+    per = -(-len(recs) // len(sections)) if recs else 0
+    last = 0  # a simple packet block takes the previous packet's timestamp
+    for s, big in enumerate(sections):
+        blob += [writers.shb(big), writers.idb(1, big=big, tsresol=resol, snaplen=0),
+                 writers.unknown_block(big=big), writers.idb(101, big=big)]
+        for k, (ts, d, o) in enumerate(recs[s * per : (s + 1) * per]):
+            if spb_every and k % spb_every == 1:
+                blob.append(writers.spb(d, big=big))
+                expected.append((last, d, len(d), 1))
+                continue
+            iface = k % 2
+            r = resol if iface == 0 else 6
+            units = writers.units_of(ts, r)
+            blob.append(writers.epb(iface, units, d, o, big=big))
+            last = writers.ns_of(units, r)
+            expected.append((last, d, o, 1 if iface == 0 else 101))
+            if k % 5 == 4:
+                blob.append(writers.unknown_block(0x80000001, k, big=big))
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(b"".join(blob))
+    got, reader = read_all(path, **mode)
+    assert got == expected
+    assert reader.complete  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_pcap_cut_at_every_offset_keeps_the_complete_records(tmp_path: Path,
+                                                             compiled: bool) -> None:
+    recs = [(i * 10**9, bytes([i]) * (10 + i), 10 + i) for i in range(6)]
+    data = writers.pcap(recs)
+    ends = [24]
+    for _, d, _ in recs:
+        ends.append(ends[-1] + 16 + len(d))
+    path = tmp_path / "cut.pcap"
+    for cut in range(24, len(data)):
+        path.write_bytes(data[:cut])
+        got, reader = read_all(path, compiled=compiled)
+        whole = sum(1 for e in ends[1:] if e <= cut)
+        assert len(got) == whole
+        at_boundary = cut in ends
+        assert reader.complete is at_boundary  # type: ignore[attr-defined]
+        if not at_boundary:
+            assert reader.cut_at == ends[whole]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_corrupt_record_length_names_its_offset(tmp_path: Path, compiled: bool) -> None:
+    recs = [(0, b"a" * 20, 20), (0, b"b" * 20, 20)]
+    good = writers.pcap(recs)
+    bad = writers.pcap([(0, b"c" * 20, 20)])[24:]
+    bad = bad[:8] + (300_000).to_bytes(4, "little") + bad[12:]
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(good + bad + writers.pcap(recs)[24:])
+    reader = open_capture(str(path), compiled=compiled)
+    seen = 0
+    with pytest.raises(CorruptCaptureError) as info:
+        for b in reader:
+            seen += len(b)
+    assert seen == 2
+    assert info.value.offset == len(good)
+    assert "captured length 300000" in str(info.value)
+
+
+def test_caplen_over_snaplen_is_not_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "snap.pcap"
+    path.write_bytes(writers.pcap([(0, b"x" * 200, 200)], snaplen=96))
+    got, reader = read_all(path)
+    assert len(got) == 1 and reader.complete  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty file"),
+    (b"ab", "only 2 bytes"),
+    (b"hello world, not a capture", "not a pcap or pcapng capture (starts with bytes 68 65 6c 6c)"),
+    (gzip.compress(b"plain text inside"), "gzip data that is not a pcap"),
+    (writers.pcap([])[:10], "pcap file header cut short (10 of 24 bytes)"),
+])
+def test_not_a_capture(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(content)
+    with pytest.raises(NotACaptureError) as info:
+        open_capture(str(path))
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_pcapng_bad_block_length_is_corrupt(tmp_path: Path) -> None:
+    good = writers.shb() + writers.idb(1) + writers.epb(0, 5, b"x" * 30, 30)
+    bad = bytearray(writers.epb(0, 6, b"y" * 30, 30))
+    bad[-4:] = (999).to_bytes(4, "little")  # trailer disagrees with the header
+    path = tmp_path / "bad.pcapng"
+    path.write_bytes(good + bytes(bad))
+    reader = open_capture(str(path))
+    seen = 0
+    with pytest.raises(CorruptCaptureError) as info:
+        for b in reader:
+            seen += len(b)
+    assert seen == 1
+    assert info.value.offset == len(good)
+
+
+def test_pcapng_huge_unknown_block_at_the_end_is_a_cut(tmp_path: Path) -> None:
+    good = writers.shb() + writers.idb(1) + writers.epb(0, 5, b"x" * 30, 30)
+    huge = (0x0BAD).to_bytes(4, "little") + (0x7FFFFFF0).to_bytes(4, "little") + b"\0" * 40
+    path = tmp_path / "huge.pcapng"
+    path.write_bytes(good + huge)
+    got, reader = read_all(path)
+    assert len(got) == 1
+    assert reader.complete is False and reader.cut_at == len(good)  # type: ignore[attr-defined]
+
+
+def test_stdin_is_read_as_a_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [(i * 10**9, b"z" * i, i) for i in range(50)]
+    path = tmp_path / "s.pcap"
+    path.write_bytes(writers.pcap(recs))
+    with open(path, "rb") as fh:
+        monkeypatch.setattr("sys.stdin", fh)
+        import os
+
+        saved = os.dup(0)
+        os.dup2(fh.fileno(), 0)
+        try:
+            got, reader = read_all(Path("-"))
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
+    assert [g[1] for g in got] == [r[1] for r in recs]
+    assert reader.source.size is None  # type: ignore[attr-defined]
+    assert np.all(np.diff([g[0] for g in got]) > 0)
