@@ -10,6 +10,7 @@ numba and keeps a small capture's whole run short.
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,11 @@ COMPILE_THRESHOLD = int(os.environ.get("O365_TRAFFIC_COMPILE_THRESHOLD", 1 << 20
 class Kernel:
     """A kernel with an interpreted and a lazily compiled form of the same source."""
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Any], *, inline: bool = False,
+                 interpreted: Callable[..., Any] | None = None) -> None:
         self.py = func
+        self.inline = inline
+        self._interpreted = interpreted or func
         self._compiled: Callable[..., Any] | None = None
         self.__name__ = func.__name__
         self.__doc__ = func.__doc__
@@ -31,13 +35,24 @@ class Kernel:
     @property
     def compiled(self) -> Callable[..., Any]:
         if self._compiled is None:
-            import numba
+            import numba  # deferred: importing numba costs about 0.3 s
 
-            self._compiled = numba.njit(cache=True, nogil=True)(self.py)
+            # Kernels calling kernels: the compiled caller must see compiled callees.
+            glb = dict(self.py.__globals__)
+            for name in self.py.__code__.co_names:
+                if isinstance(glb.get(name), Kernel):
+                    glb[name] = glb[name].compiled
+            func = types.FunctionType(self.py.__code__, glb, self.py.__name__,
+                                      self.py.__defaults__, self.py.__closure__)
+            func.__qualname__ = self.py.__qualname__
+            func.__module__ = self.py.__module__
+            options: dict[str, Any] = {"inline": "always"} if self.inline else {}
+            self._compiled = numba.njit(cache=True, nogil=True, **options)(func)
         return self._compiled
 
     def __call__(self, *args: Any) -> Any:
-        return self.compiled(*args)
+        """Run interpreted: this is how kernels call kernels in interpreted mode."""
+        return self._interpreted(*args)
 
     def select(self, compiled: bool) -> Callable[..., Any]:
         """The compiled kernel or its interpreted source.
@@ -47,7 +62,7 @@ class Kernel:
         """
         if compiled:
             return self.compiled
-        py = self.py
+        py = self._interpreted
 
         def interpreted(buf: Any, *args: Any) -> Any:
             return py(memoryview(buf), *args)
@@ -55,6 +70,14 @@ class Kernel:
         return interpreted
 
 
-def kernel(func: Callable[..., Any]) -> Kernel:
-    """Mark a module-level function as a kernel (see the module docstring)."""
+def kernel(func: Callable[..., Any] | None = None, *, inline: bool = False,
+           interpreted: Callable[..., Any] | None = None) -> Any:
+    """Mark a module-level function as a kernel (see the module docstring).
+
+    ``inline=True`` inlines it into compiled callers: a per-packet helper called from
+    a record walk then costs no call. ``interpreted`` is a plain-Python equivalent to
+    run instead of the source when not compiled.
+    """
+    if func is None:
+        return lambda f: Kernel(f, inline=inline, interpreted=interpreted)
     return Kernel(func)

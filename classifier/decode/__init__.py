@@ -11,12 +11,16 @@ one kernel loop per packet; its outputs are plain columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._bytes import be16, be32, be64, le32, u8
 from .._jit import kernel
-from ..sources.batch import Batch
+
+if TYPE_CHECKING:
+    from ..sources.batch import Batch
 
 __all__ = [
     "ANOMALY_NAMES",
@@ -59,6 +63,14 @@ LINKTYPE_NAMES = {
 KNOWN_LINKTYPES = frozenset(LINKTYPE_NAMES)
 
 
+_DTYPES = {
+    "ip": np.uint8, "proto": np.uint8, "sport": np.uint16, "dport": np.uint16,
+    "flags": np.uint8, "frag_id": np.uint32, "src_hi": np.uint64, "src_lo": np.uint64,
+    "dst_hi": np.uint64, "dst_lo": np.uint64, "dscp": np.uint8, "tcp_flags": np.uint8,
+    "l4": np.int32, "anomaly": np.uint8,
+}
+
+
 @dataclass(frozen=True)
 class Headers:
     """Header columns of a batch, one row per packet.
@@ -84,6 +96,19 @@ class Headers:
 
     def __len__(self) -> int:
         return int(self.ip.shape[0])
+
+    def as_tuple(self) -> tuple[np.ndarray, ...]:
+        """The columns in field order, as the kernels take them."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def head(self, n: int) -> Headers:
+        """The first ``n`` rows."""
+        return Headers(*(col[:n] for col in self.as_tuple()))
+
+    @classmethod
+    def empty(cls, n: int) -> Headers:
+        """Uninitialised columns for ``n`` packets."""
+        return cls(**{f.name: np.empty(n, _DTYPES[f.name]) for f in fields(cls)})
 
 
 @kernel
@@ -116,19 +141,19 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if p + 14 > end:
                 anomaly[i] = 4
                 continue
-            et = (buf[p + 12] << 8) | buf[p + 13]
+            et = be16(buf, p + 12)
             q = p + 14
         elif lt == 113:
             if p + 16 > end:
                 anomaly[i] = 4
                 continue
-            et = (buf[p + 14] << 8) | buf[p + 15]
+            et = be16(buf, p + 14)
             q = p + 16
         elif lt == 276:
             if p + 20 > end:
                 anomaly[i] = 4
                 continue
-            et = (buf[p] << 8) | buf[p + 1]
+            et = be16(buf, p)
             q = p + 20
         elif lt == 101 or lt == 12 or lt == 14:
             et = -1
@@ -141,13 +166,13 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 anomaly[i] = 4
                 continue
             if lt == 108:
-                af = (buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]
+                af = be32(buf, p)
             else:
                 # The writer's byte order, which may not be the file's: a family is
                 # small, so whichever reading fits in 16 bits is the right one.
-                af = (buf[p + 3] << 24) | (buf[p + 2] << 16) | (buf[p + 1] << 8) | buf[p]
+                af = le32(buf, p)
                 if af > 0xFFFF:
-                    af = (buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]
+                    af = be32(buf, p)
             q = p + 4
             if af == 2:
                 et = 0x0800
@@ -165,7 +190,7 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if et == 0x8847 or et == 0x8848:
                 bottom = 0
                 while q + 4 <= end:
-                    bottom = buf[q + 2] & 1
+                    bottom = u8(buf, q + 2) & 1
                     q += 4
                     if bottom:
                         break
@@ -174,7 +199,7 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 if q + 8 > end:
                     et = -2
                     break
-                ppp = (buf[q + 6] << 8) | buf[q + 7]
+                ppp = be16(buf, q + 6)
                 q += 8
                 if ppp == 0x0021:
                     et = 0x0800
@@ -186,7 +211,7 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 if q + 4 > end:
                     et = -2
                     break
-                et = (buf[q + 2] << 8) | buf[q + 3]
+                et = be16(buf, q + 2)
                 q += 4
         if et == -2:
             anomaly[i] = 4
@@ -195,7 +220,7 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if q >= end:
                 anomaly[i] = 4
                 continue
-            v = buf[q] >> 4
+            v = u8(buf, q) >> 4
             if v == 4:
                 et = 0x0800
             elif v == 6:
@@ -208,19 +233,17 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if q + 20 > end:
                 anomaly[i] = 2
                 continue
-            ihl = (buf[q] & 15) * 4
-            if buf[q] >> 4 != 4 or ihl < 20:
+            ihl = (u8(buf, q) & 15) * 4
+            if u8(buf, q) >> 4 != 4 or ihl < 20:
                 anomaly[i] = 5
                 continue
-            dscp[i] = buf[q + 1] >> 2
-            frag = (buf[q + 6] << 8) | buf[q + 7]
-            frag_id[i] = (buf[q + 4] << 8) | buf[q + 5]
-            pr = buf[q + 9]
+            dscp[i] = u8(buf, q + 1) >> 2
+            frag = be16(buf, q + 6)
+            frag_id[i] = be16(buf, q + 4)
+            pr = u8(buf, q + 9)
             proto[i] = pr
-            src_lo[i] = 0xFFFF00000000 | (buf[q + 12] << 24) | (buf[q + 13] << 16) \
-                | (buf[q + 14] << 8) | buf[q + 15]
-            dst_lo[i] = 0xFFFF00000000 | (buf[q + 16] << 24) | (buf[q + 17] << 16) \
-                | (buf[q + 18] << 8) | buf[q + 19]
+            src_lo[i] = 0xFFFF00000000 | be32(buf, q + 12)
+            dst_lo[i] = 0xFFFF00000000 | be32(buf, q + 16)
             t = q + ihl
             if frag & 0x1FFF:
                 flags[i] = 2
@@ -232,25 +255,15 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if q + 40 > end:
                 anomaly[i] = 2
                 continue
-            if buf[q] >> 4 != 6:
+            if u8(buf, q) >> 4 != 6:
                 anomaly[i] = 5
                 continue
-            dscp[i] = (((buf[q] & 15) << 4) | (buf[q + 1] >> 4)) >> 2
-            hi = 0
-            lo = 0
-            for k in range(8):
-                hi = (hi << 8) | buf[q + 8 + k]
-                lo = (lo << 8) | buf[q + 16 + k]
-            src_hi[i] = hi
-            src_lo[i] = lo
-            hi = 0
-            lo = 0
-            for k in range(8):
-                hi = (hi << 8) | buf[q + 24 + k]
-                lo = (lo << 8) | buf[q + 32 + k]
-            dst_hi[i] = hi
-            dst_lo[i] = lo
-            nh = buf[q + 6]
+            dscp[i] = (((u8(buf, q) & 15) << 4) | (u8(buf, q + 1) >> 4)) >> 2
+            src_hi[i] = be64(buf, q + 8)
+            src_lo[i] = be64(buf, q + 16)
+            dst_hi[i] = be64(buf, q + 24)
+            dst_lo[i] = be64(buf, q + 32)
+            nh = u8(buf, q + 6)
             t = q + 40
             later = False
             cut = False
@@ -259,10 +272,9 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                     if t + 8 > end:
                         cut = True
                         break
-                    fo = (buf[t + 2] << 8) | buf[t + 3]
-                    frag_id[i] = (buf[t + 4] << 24) | (buf[t + 5] << 16) | (buf[t + 6] << 8) \
-                        | buf[t + 7]
-                    nh = buf[t]
+                    fo = be16(buf, t + 2)
+                    frag_id[i] = be32(buf, t + 4)
+                    nh = u8(buf, t)
                     t += 8
                     if fo >> 3:
                         later = True
@@ -273,8 +285,8 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                     if t + 2 > end:
                         cut = True
                         break
-                    nh2 = buf[t]
-                    t += (buf[t + 1] + 1) * 8
+                    nh2 = u8(buf, t)
+                    t += (u8(buf, t + 1) + 1) * 8
                     nh = nh2
             proto[i] = nh
             if later:
@@ -292,37 +304,18 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
             if t + 4 > end:
                 anomaly[i] = 1
                 continue
-            sport[i] = (buf[t] << 8) | buf[t + 1]
-            dport[i] = (buf[t + 2] << 8) | buf[t + 3]
+            sport[i] = be16(buf, t)
+            dport[i] = be16(buf, t + 2)
             flags[i] |= 1
             l4off[i] = t - p
             if pr == 6 and t + 14 <= end:
-                tcp_flags[i] = buf[t + 13]
+                tcp_flags[i] = u8(buf, t + 13)
 
 
 def decode_batch(batch: Batch, *, compiled: bool = True) -> Headers:
     """Decode every packet of ``batch`` into :class:`Headers` columns."""
-    n = len(batch)
-    cols = Headers(
-        ip=np.empty(n, np.uint8),
-        proto=np.empty(n, np.uint8),
-        sport=np.empty(n, np.uint16),
-        dport=np.empty(n, np.uint16),
-        flags=np.empty(n, np.uint8),
-        frag_id=np.empty(n, np.uint32),
-        src_hi=np.empty(n, np.uint64),
-        src_lo=np.empty(n, np.uint64),
-        dst_hi=np.empty(n, np.uint64),
-        dst_lo=np.empty(n, np.uint64),
-        dscp=np.empty(n, np.uint8),
-        tcp_flags=np.empty(n, np.uint8),
-        l4=np.empty(n, np.int32),
-        anomaly=np.empty(n, np.uint8),
-    )
+    cols = Headers.empty(len(batch))
     decode_packets.select(compiled)(
-        batch.buf, batch.offset, batch.caplen, batch.linktype,
-        cols.ip, cols.proto, cols.sport, cols.dport, cols.flags, cols.frag_id,
-        cols.src_hi, cols.src_lo, cols.dst_hi, cols.dst_lo, cols.dscp, cols.tcp_flags,
-        cols.l4, cols.anomaly,
+        batch.buf, batch.offset, batch.caplen, batch.linktype, *cols.as_tuple()
     )
     return cols

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_CAPLEN", "MAX_PACKETS", "Batch"]
+__all__ = ["BATCH_BYTES", "MAX_CAPLEN", "MAX_PACKETS", "Batch"]
 
 #: The largest captured length libpcap accepts; a record claiming more is corrupt.
 MAX_CAPLEN = 262_144
 #: Packets per batch at most.
-MAX_PACKETS = 131_072
+MAX_PACKETS = 65_536
+#: Capture bytes per batch at most: a batch is decoded while its bytes are in cache.
+BATCH_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)

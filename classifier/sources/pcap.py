@@ -16,10 +16,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .._bytes import be32, le32, u8
 from .._jit import kernel
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import ByteInput
-from .batch import MAX_CAPLEN, MAX_PACKETS, Batch
+from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
 
 __all__ = ["MAGICS", "PcapReader", "walk_pcap"]
 
@@ -34,44 +35,53 @@ MAGICS: dict[int, tuple[bool, bool, int]] = {
     0x34CDB2A1: (True, False, 24),
 }
 
+#: Bytes ahead of the record walk to touch (see walk_pcap).
+PREFETCH = 4096
 # Walk status codes.
 NEED_MORE, FULL, CORRUPT = 0, 1, 2
 
 
 @kernel
-def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, off, cap, wire, ts):  # type: ignore[no-untyped-def]
+def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, off, cap, wire, ts):  # type: ignore[no-untyped-def]
     """Walk records in ``buf[pos:end]`` into the output columns.
 
-    Returns ``(count, next_pos, status)``: status NEED_MORE (the next record is not
-    wholly in the buffer), FULL (the columns are full) or CORRUPT (the record header
-    at ``next_pos`` claims more than ``max_caplen`` bytes).
+    Returns ``(count, next_pos, status, _)``: status NEED_MORE (the next record is not
+    wholly in the buffer), FULL (the columns are full, or ``max_bytes`` walked: small
+    batches are decoded while their bytes are still in cache) or CORRUPT (the record
+    header at ``next_pos`` claims more than ``max_caplen`` bytes).
     """
     n = 0
     limit = off.shape[0]
-    while n < limit:
+    stop = pos + max_bytes
+    touched = 0
+    while n < limit and pos < stop:
         if pos + hdr_len > end:
-            return n, pos, 0
+            return n, pos, 0, touched
+        # Each record's place depends on the last one's length: a chain of dependent
+        # loads. Touching memory further ahead, off the chain, lets those misses
+        # overlap instead of queueing (a software prefetch).
+        touched += u8(buf, min(pos + PREFETCH, end - 1))
         if big:
-            sec = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-            frac = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
-            incl = (buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8) | buf[pos + 11]
-            orig = (buf[pos + 12] << 24) | (buf[pos + 13] << 16) | (buf[pos + 14] << 8) | buf[pos + 15]
+            sec = be32(buf, pos)
+            frac = be32(buf, pos + 4)
+            incl = be32(buf, pos + 8)
+            orig = be32(buf, pos + 12)
         else:
-            sec = (buf[pos + 3] << 24) | (buf[pos + 2] << 16) | (buf[pos + 1] << 8) | buf[pos]
-            frac = (buf[pos + 7] << 24) | (buf[pos + 6] << 16) | (buf[pos + 5] << 8) | buf[pos + 4]
-            incl = (buf[pos + 11] << 24) | (buf[pos + 10] << 16) | (buf[pos + 9] << 8) | buf[pos + 8]
-            orig = (buf[pos + 15] << 24) | (buf[pos + 14] << 16) | (buf[pos + 13] << 8) | buf[pos + 12]
+            sec = le32(buf, pos)
+            frac = le32(buf, pos + 4)
+            incl = le32(buf, pos + 8)
+            orig = le32(buf, pos + 12)
         if incl > max_caplen:
-            return n, pos, 2
+            return n, pos, 2, touched
         if pos + hdr_len + incl > end:
-            return n, pos, 0
+            return n, pos, 0, touched
         off[n] = pos + hdr_len
         cap[n] = incl
         wire[n] = orig
         ts[n] = sec * 1_000_000_000 + frac * frac_ns
         pos += hdr_len + incl
         n += 1
-    return n, pos, 1
+    return n, pos, 1, touched
 
 
 class PcapReader:
@@ -112,9 +122,9 @@ class PcapReader:
                 cap = np.empty(self._max_packets, np.int64)
                 wire = np.empty(self._max_packets, np.int64)
                 ts = np.empty(self._max_packets, np.int64)
-                n, nxt, status = self._walk(
+                n, nxt, status, _ = self._walk(
                     buf, rel, end, self.big, frac_ns, self.record_header, MAX_CAPLEN,
-                    off, cap, wire, ts,
+                    BATCH_BYTES, off, cap, wire, ts,
                 )
                 n, nxt, status = int(n), int(nxt), int(status)
                 if n:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._bytes import be16, be32, le16, le32
 from .._jit import kernel
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import WINDOW, ByteInput
-from .batch import MAX_CAPLEN, MAX_PACKETS, Batch
+from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
 
 __all__ = ["SHB_TYPE", "PcapngReader", "walk_pcapng"]
 
@@ -36,25 +37,26 @@ NEED_MORE, FULL, CORRUPT, HEADER, SKIP, BAD_INTERFACE = 0, 1, 2, 3, 4, 5
 
 
 @kernel
-def walk_pcapng(buf, pos, end, big, n_if, if_snap, off, cap, wire, ts, ifid):  # type: ignore[no-untyped-def]
+def walk_pcapng(buf, pos, end, big, n_if, if_snap, max_bytes, off, cap, wire, ts, ifid):  # type: ignore[no-untyped-def]
     """Walk packet blocks in ``buf[pos:end]`` into the output columns.
 
     ``ts`` receives raw timestamps in interface units; simple packet blocks, which have
     none, get interface -1. Returns ``(count, next_pos, status)``; status is NEED_MORE,
-    FULL, CORRUPT (bad block length at ``next_pos``), HEADER (an SHB or IDB starts at ``next_pos``), SKIP (a non-packet
+    FULL (columns full or ``max_bytes`` walked), CORRUPT (bad block length at ``next_pos``), HEADER (an SHB or IDB starts at ``next_pos``), SKIP (a non-packet
     block at ``next_pos`` extends past the buffer) or BAD_INTERFACE.
     """
     n = 0
     limit = off.shape[0]
-    while n < limit:
+    stop = pos + max_bytes
+    while n < limit and pos < stop:
         if pos + 8 > end:
             return n, pos, 0
         if big:
-            btype = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-            blen = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
+            btype = be32(buf, pos)
+            blen = be32(buf, pos + 4)
         else:
-            btype = (buf[pos + 3] << 24) | (buf[pos + 2] << 16) | (buf[pos + 1] << 8) | buf[pos]
-            blen = (buf[pos + 7] << 24) | (buf[pos + 6] << 16) | (buf[pos + 5] << 8) | buf[pos + 4]
+            btype = le32(buf, pos)
+            blen = le32(buf, pos + 4)
         if btype == 0x0A0D0D0A or btype == 1:
             return n, pos, 3
         if blen < 12 or blen % 4 != 0:
@@ -67,10 +69,7 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, off, cap, wire, ts, ifid):  #
                 return n, pos, 2
             return n, pos, 4
         t = pos + blen - 4
-        if big:
-            trail = (buf[t] << 24) | (buf[t + 1] << 16) | (buf[t + 2] << 8) | buf[t + 3]
-        else:
-            trail = (buf[t + 3] << 24) | (buf[t + 2] << 16) | (buf[t + 1] << 8) | buf[t]
+        trail = be32(buf, t) if big else le32(buf, t)
         if trail != blen:
             return n, pos, 2
         b = pos + 8
@@ -78,24 +77,21 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, off, cap, wire, ts, ifid):  #
             if blen < 32:
                 return n, pos, 2
             if btype == 6:
-                if big:
-                    iface = (buf[b] << 24) | (buf[b + 1] << 16) | (buf[b + 2] << 8) | buf[b + 3]
-                else:
-                    iface = (buf[b + 3] << 24) | (buf[b + 2] << 16) | (buf[b + 1] << 8) | buf[b]
+                iface = be32(buf, b) if big else le32(buf, b)
             elif big:
-                iface = (buf[b] << 8) | buf[b + 1]
+                iface = be16(buf, b)
             else:
-                iface = (buf[b + 1] << 8) | buf[b]
+                iface = le16(buf, b)
             if big:
-                hi = (buf[b + 4] << 24) | (buf[b + 5] << 16) | (buf[b + 6] << 8) | buf[b + 7]
-                lo = (buf[b + 8] << 24) | (buf[b + 9] << 16) | (buf[b + 10] << 8) | buf[b + 11]
-                incl = (buf[b + 12] << 24) | (buf[b + 13] << 16) | (buf[b + 14] << 8) | buf[b + 15]
-                orig = (buf[b + 16] << 24) | (buf[b + 17] << 16) | (buf[b + 18] << 8) | buf[b + 19]
+                hi = be32(buf, b + 4)
+                lo = be32(buf, b + 8)
+                incl = be32(buf, b + 12)
+                orig = be32(buf, b + 16)
             else:
-                hi = (buf[b + 7] << 24) | (buf[b + 6] << 16) | (buf[b + 5] << 8) | buf[b + 4]
-                lo = (buf[b + 11] << 24) | (buf[b + 10] << 16) | (buf[b + 9] << 8) | buf[b + 8]
-                incl = (buf[b + 15] << 24) | (buf[b + 14] << 16) | (buf[b + 13] << 8) | buf[b + 12]
-                orig = (buf[b + 19] << 24) | (buf[b + 18] << 16) | (buf[b + 17] << 8) | buf[b + 16]
+                hi = le32(buf, b + 4)
+                lo = le32(buf, b + 8)
+                incl = le32(buf, b + 12)
+                orig = le32(buf, b + 16)
             if iface >= n_if:
                 return n, pos, 5
             if incl > blen - 32 or incl > MAX_CAPLEN:
@@ -109,10 +105,7 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, off, cap, wire, ts, ifid):  #
         elif btype == 3:
             if n_if < 1:
                 return n, pos, 5
-            if big:
-                orig = (buf[b] << 24) | (buf[b + 1] << 16) | (buf[b + 2] << 8) | buf[b + 3]
-            else:
-                orig = (buf[b + 3] << 24) | (buf[b + 2] << 16) | (buf[b + 1] << 8) | buf[b]
+            orig = be32(buf, b) if big else le32(buf, b)
             incl = orig
             snap = if_snap[0]
             if snap > 0 and incl > snap:
@@ -181,7 +174,7 @@ class PcapngReader:
                 ifid = np.empty(size, np.int64)
                 snaps = np.array([i.snaplen for i in self.interfaces] or [0], np.int64)
                 n, nxt, status = self._walk(
-                    buf, rel, end, self.big, len(self.interfaces), snaps,
+                    buf, rel, end, self.big, len(self.interfaces), snaps, BATCH_BYTES,
                     off, cap, wire, raw_ts, ifid,
                 )
                 n, nxt, status = int(n), int(nxt), int(status)
