@@ -35,7 +35,10 @@ FRAGMENT_TABLE_SIZE = 65_536
 class FragmentTable:
     """Gives later fragments the category of their datagram's first fragment.
 
-    Keyed by (IP version, source, destination, protocol, identification). A later
+    Keyed by (IP version, source, destination, protocol, identification); IPv6 leaves
+    the protocol out (RFC 8200: source, destination and identification name a
+    datagram, and the header after a fragment header differs between fragments when
+    extension headers follow it). A later
     fragment seen before its first fragment is counted as ``other`` and moved to the
     datagram's category when the first fragment arrives, in this batch or a later one.
     """
@@ -52,9 +55,11 @@ class FragmentTable:
         if sel.size == 0:
             return
         # Python per fragment only: fragments are rare and must be taken in order.
+        version = h.ip[sel]
+        proto = np.where(version == 4, h.proto[sel], 0)
         keys = zip(
-            h.ip[sel].tolist(), h.src_hi[sel].tolist(), h.src_lo[sel].tolist(),
-            h.dst_hi[sel].tolist(), h.dst_lo[sel].tolist(), h.proto[sel].tolist(),
+            version.tolist(), h.src_hi[sel].tolist(), h.src_lo[sel].tolist(),
+            h.dst_hi[sel].tolist(), h.dst_lo[sel].tolist(), proto.tolist(),
             h.frag_id[sel].tolist(), strict=True,
         )
         for i, flag, key in zip(sel.tolist(), h.flags[sel].tolist(), keys, strict=True):

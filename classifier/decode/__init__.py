@@ -1,8 +1,8 @@
 """Decode a batch of raw packets into header columns.
 
 Link layers (see ``capture-formats.md``): Ethernet with any stack of 802.1Q/802.1ad
-tags, MPLS label stacks and PPPoE sessions; Linux cooked v1/v2; raw IP; IPv4/IPv6
-link types; BSD null and loop. IPv4 with options; IPv6 through hop-by-hop, routing,
+tags, MPLS label stacks, PPPoE sessions and Cisco FabricPath; Linux cooked v1/v2; raw
+IP; IPv4/IPv6 link types; BSD null and loop; PPP and Cisco HDLC. IPv4 with options; IPv6 through hop-by-hop, routing,
 destination-options and fragment headers.
 
 Header chains have variable length and each step depends on the last, so the walk is
@@ -51,9 +51,12 @@ ANOMALY_NAMES = {
 LINKTYPE_NAMES = {
     0: "null",
     1: "ethernet",
+    9: "ppp",
     12: "raw",
     14: "raw",
+    50: "ppp-hdlc",
     101: "raw",
+    104: "c-hdlc",
     108: "loop",
     113: "linux-sll",
     228: "ipv4",
@@ -155,6 +158,33 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 continue
             et = be16(buf, p)
             q = p + 20
+        elif lt == 104:  # Cisco HDLC: address, control, then an EtherType
+            if p + 4 > end:
+                anomaly[i] = 4
+                continue
+            et = be16(buf, p + 2)
+            q = p + 4
+        elif (lt == 9 or lt == 50) and p + 4 <= end and (u8(buf, p) == 0x0F or u8(buf, p) == 0x8F):
+            # Cisco HDLC framing in a PPP capture (its address byte tells it apart).
+            et = be16(buf, p + 2)
+            q = p + 4
+        elif lt == 9 or lt == 50:  # PPP, optionally with HDLC address and control
+            q = p
+            if p + 2 <= end and u8(buf, p) == 0xFF and u8(buf, p + 1) == 0x03:
+                q = p + 2
+            if q + 2 > end:
+                anomaly[i] = 4
+                continue
+            ppp = be16(buf, q)
+            q += 2
+            if ppp == 0x0021:
+                et = 0x0800
+            elif ppp == 0x0057:
+                et = 0x86DD
+            elif ppp == 0x0281 or ppp == 0x0283:
+                et = 0x8847
+            else:
+                continue
         elif lt == 101 or lt == 12 or lt == 14:
             et = -1
         elif lt == 228:
@@ -186,7 +216,7 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
         # VLAN tags, MPLS labels and PPPoE may stack in any order and depth; every
         # step consumes bytes, so the loop ends within the captured length.
         while et == 0x8100 or et == 0x88A8 or et == 0x9100 or et == 0x8847 or et == 0x8848 \
-                or et == 0x8864:
+                or et == 0x8864 or et == 0x8903:
             if et == 0x8847 or et == 0x8848:
                 bottom = 0
                 while q + 4 <= end:
@@ -195,6 +225,13 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                     if bottom:
                         break
                 et = -1 if bottom else -2
+            elif et == 0x8903:
+                # Cisco FabricPath: FTag/TTL, then the whole original Ethernet frame.
+                if q + 16 > end:
+                    et = -2
+                    break
+                et = be16(buf, q + 14)
+                q += 16
             elif et == 0x8864:
                 if q + 8 > end:
                     et = -2
@@ -250,6 +287,9 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 continue
             if frag & 0x2000:
                 flags[i] = 4
+            if t > end:  # options cut: the addresses are known, the ports are not
+                anomaly[i] = 2
+                continue
         elif et == 0x86DD:
             ip[i] = 6
             if q + 40 > end:

@@ -1,0 +1,45 @@
+"""The public Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import classifier
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(classifier.__all__) == sorted([
+        "AnalysisResult", "CaptureError", "CaptureSummary", "CorruptCaptureError",
+        "NotACaptureError", "O365TrafficError", "Rule", "RuleSet", "RulesError", "Totals",
+        "__version__", "analyze", "analyze_capture", "expand_paths", "load_rules",
+    ])
+    for name in classifier.__all__:
+        assert hasattr(classifier, name)
+
+
+def test_analyze_returns_categories_totals_and_a_dict(pcaps_dir: Path) -> None:
+    rules = classifier.load_rules()
+    result = classifier.analyze([str(pcaps_dir / "office365-mix.pcap")], rules=rules)
+    assert list(result.categories) == list(rules.categories)
+    assert result.totals.packets == sum(t.packets for t in result.categories.values())
+    doc = result.to_dict()
+    assert doc["totals"] == {"packets": result.totals.packets, "bytes": result.totals.bytes}
+    assert result.exit_code == 0
+
+
+def test_results_merge_exactly(pcaps_dir: Path) -> None:
+    a = classifier.analyze(str(pcaps_dir / "office365-mix.pcap"))
+    b = classifier.analyze(str(pcaps_dir / "ipv6.pcap"))
+    both = classifier.analyze([str(pcaps_dir / "office365-mix.pcap"), str(pcaps_dir / "ipv6.pcap")])
+    merged = a + b
+    assert merged.to_dict() == both.to_dict()
+    assert (b + a).to_dict()["categories"] == both.to_dict()["categories"]
+
+
+def test_errors_form_a_hierarchy() -> None:
+    assert issubclass(classifier.NotACaptureError, classifier.CaptureError)
+    assert issubclass(classifier.CorruptCaptureError, classifier.CaptureError)
+    assert issubclass(classifier.CaptureError, classifier.O365TrafficError)
+    assert issubclass(classifier.RulesError, classifier.O365TrafficError)
+    err = classifier.CorruptCaptureError("x.pcap", "bad record", 1234)
+    assert str(err) == "x.pcap at byte 1234: bad record" and err.offset == 1234
