@@ -113,7 +113,8 @@ def _table(result: AnalysisResult) -> str:
     from rich.table import Table
 
     totals = result.totals
-    table = Table(title=f"Office 365 traffic by category (rules: {result.rules})")
+    table = Table(title="Office 365 traffic by category",
+                  caption=f"rules: {result.rules}; captures: {len(result.captures)}")
     table.add_column("category")
     table.add_column("packets", justify="right")
     table.add_column("bytes", justify="right")

@@ -100,7 +100,7 @@ def test_a_bad_capture_does_not_stop_the_others(pcaps_dir: Path, tmp_path: Path)
                str(pcaps_dir / "corrupt-record.pcap"))
     assert proc.returncode == 2  # unreadable beats corrupt
     doc = json.loads(proc.stdout)
-    assert [c["path"] for c in doc["captures"]][0] == str(missing)
+    assert doc["captures"][0]["path"] == str(missing)
     assert doc["captures"][1]["complete"] is True and doc["captures"][1]["packets"] > 0
     assert doc["captures"][2]["complete"] is False
     errors = [ln for ln in proc.stderr.splitlines() if ": error: " in ln]
