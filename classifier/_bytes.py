@@ -36,7 +36,7 @@ def _le32(buf, i):  # type: ignore[no-untyped-def]
 
 
 def _be64(buf, i):  # type: ignore[no-untyped-def]
-    return (_be32(buf, i) << 32) | _be32(buf, i + 4)
+    return (_be32(buf, i) << 32) | _be32(buf, i + 4)  # type: ignore[no-untyped-call]
 
 
 @kernel(inline=True, interpreted=_u8)

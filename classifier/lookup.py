@@ -33,7 +33,8 @@ for _bit in range(64):
 def lowest_bit(words: np.ndarray) -> np.ndarray:
     """Index of the lowest set bit of each uint64 (undefined where the word is 0)."""
     isolated = words & (~words + np.uint64(1))
-    return _DEBRUIJN_INDEX[(isolated * _DEBRUIJN) >> np.uint64(58)]
+    index: np.ndarray = _DEBRUIJN_INDEX[(isolated * _DEBRUIJN) >> np.uint64(58)]
+    return index
 
 
 class CompiledRules:
@@ -103,7 +104,8 @@ class CompiledRules:
             m = (c[:, None] & s[None, :]) | (c[None, :] & s[:, None])
             fresh = (m != 0) & (rule == len(self.rules.rules))
             rule[fresh] = w * 64 + lowest_bit(m[fresh])
-        return self.rule_category[rule].astype(_smallest_uint(len(self.categories)))
+        table: np.ndarray = self.rule_category[rule].astype(_smallest_uint(len(self.categories)))
+        return table
 
     def classify(self, h: Headers) -> np.ndarray:
         """Category id of every packet (``categories`` indexes); later fragments get
@@ -112,6 +114,7 @@ class CompiledRules:
         base = self.slot_of_proto[h.proto] * ported * _PORTS
         a = self.port_class[base + h.sport]
         b = self.port_class[base + h.dport]
+        cat: np.ndarray
         if self.pair_table is not None:
             cat = self.pair_table[a, b].astype(np.int32)
         else:
@@ -136,8 +139,8 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
     return CompiledRules(rules)
 
 
-def _smallest_uint(count: int) -> type[np.unsignedinteger]:  # type: ignore[type-arg]
+def _smallest_uint(count: int) -> type[np.unsignedinteger]:
     for dtype in (np.uint8, np.uint16, np.uint32):
         if count <= np.iinfo(dtype).max + 1:
-            return dtype  # type: ignore[return-value]
+            return dtype
     return np.uint64

@@ -187,7 +187,7 @@ def parse_rules(data: Mapping[str, Any], *, path: str = "<rules>") -> RuleSet:
 def _parse_rule(raw: Any, index: int, path: str) -> Rule:
     if not isinstance(raw, Mapping):
         raise RulesError(path, f"rule #{index} is not a table")
-    label = raw.get("name") if isinstance(raw.get("name"), str) else f"#{index}"
+    label: str = raw["name"] if isinstance(raw.get("name"), str) else f"#{index}"
     unknown = set(raw) - _RULE_KEYS
     if unknown:
         raise RulesError(

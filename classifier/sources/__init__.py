@@ -59,7 +59,7 @@ def open_capture(
             raise NotACaptureError(path, "empty file, not a capture")
         if len(head) < 4:
             raise NotACaptureError(path, f"not a capture: only {len(head)} bytes")
-        (magic,) = struct.unpack_from("<I", head, 0)
+        (magic,) = struct.unpack_from("<I", head.data, 0)
         if compiled is None:
             compiled = source.size is None or source.size >= COMPILE_THRESHOLD
         reader: CaptureReader

@@ -42,6 +42,8 @@ class ByteInput:
 class MappedFile(ByteInput):
     """A regular file, mapped one window at a time."""
 
+    size: int
+
     def __init__(self, path: str, fd: int, size: int, window: int = WINDOW) -> None:
         self.path = path
         self.size = size
@@ -90,7 +92,7 @@ class StreamInput(ByteInput):
         return self._buf[: self._len], self._eof
 
     def _fill(self) -> None:
-        mv = memoryview(self._buf)
+        mv = self._buf.data
         while not self._eof and self._len < len(self._buf):
             n = self._read_into(mv[self._len :])
             if n == 0:
@@ -98,7 +100,7 @@ class StreamInput(ByteInput):
             self._len += n
 
     def _discard(self, count: int) -> None:
-        scratch = memoryview(self._buf)
+        scratch = self._buf.data
         while count > 0 and not self._eof:
             n = self._read_into(scratch[: min(count, len(scratch))])
             if n == 0:
@@ -154,8 +156,8 @@ def _maybe_gzip(path: str, raw: BinaryIO, window: int) -> ByteInput:
         # Re-wrap: the bytes already read are replayed in front of the rest of the stream.
         prefix = bytes(head)
         return StreamInput(
-            path, gzip.GzipFile(fileobj=_Prefixed(prefix, raw), mode="rb"), compressed=True,
-            window=window,
+            path, gzip.GzipFile(fileobj=_Prefixed(prefix, raw), mode="rb"),  # type: ignore[call-overload]  # a duck-typed reader
+            compressed=True, window=window,
         )
     return stream
 

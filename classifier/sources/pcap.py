@@ -96,11 +96,11 @@ class PcapReader:
         head, _ = source.view(0)
         if len(head) < 24:
             raise NotACaptureError(self.path, f"pcap file header cut short ({len(head)} of 24 bytes)")
-        (magic,) = struct.unpack_from("<I", head, 0)
+        (magic,) = struct.unpack_from("<I", head.data, 0)
         self.big, self.nanosecond, self.record_header = MAGICS[magic]
         e = ">" if self.big else "<"
-        self.version = struct.unpack_from(e + "HH", head, 4)
-        self.snaplen, linktype = struct.unpack_from(e + "II", head, 16)
+        self.version = struct.unpack_from(e + "HH", head.data, 4)
+        self.snaplen, linktype = struct.unpack_from(e + "II", head.data, 16)
         # The upper bits may carry an FCS length and flags; the link type is the low 16.
         self.linktype = linktype & 0xFFFF
         self.link_types = {self.linktype}

@@ -155,7 +155,7 @@ class PcapngReader:
             raise NotACaptureError(
                 self.path, f"pcapng section header cut short ({len(head)} of 28 bytes)"
             )
-        (bom,) = struct.unpack_from("<I", head, 8)
+        (bom,) = struct.unpack_from("<I", head.data, 8)
         if bom not in (BYTE_ORDER_MAGIC, 0x4D3C2B1A):
             raise NotACaptureError(self.path, f"pcapng byte-order magic 0x{bom:08x} not valid")
 
@@ -230,10 +230,11 @@ class PcapngReader:
     def _header(self, buf: np.ndarray, rel: int, end: int, at: int, eof: bool) -> int | None:
         """Parse the SHB or IDB at ``buf[rel]``; return its length, or None if cut."""
         if rel + 12 > end:
-            return self._cut(at, eof)
-        (btype,) = struct.unpack_from("<I", buf, rel)
+            self._cut(at, eof)
+            return None
+        (btype,) = struct.unpack_from("<I", buf.data, rel)
         if btype == SHB_TYPE:
-            (bom,) = struct.unpack_from("<I", buf, rel + 8)
+            (bom,) = struct.unpack_from("<I", buf.data, rel + 8)
             if bom == BYTE_ORDER_MAGIC:
                 big = False
             elif bom == 0x4D3C2B1A:
@@ -243,25 +244,27 @@ class PcapngReader:
                     self.path, f"section header byte-order magic 0x{bom:08x} not valid", at
                 )
             e = ">" if big else "<"
-            (blen,) = struct.unpack_from(e + "I", buf, rel + 4)
+            (blen,) = struct.unpack_from(e + "I", buf.data, rel + 4)
             if blen < 28 or blen % 4:
                 raise CorruptCaptureError(self.path, f"section header length {blen} not valid", at)
             if rel + blen > end:
-                return self._cut(at, eof, blen)
+                self._cut(at, eof, blen)
+                return None
             self._check_trailer(buf, rel, blen, e, at)
             self.big = big
             self.interfaces = []  # interfaces are numbered per section
             return int(blen)
         e = ">" if self.big else "<"
-        (blen,) = struct.unpack_from(e + "I", buf, rel + 4)
+        (blen,) = struct.unpack_from(e + "I", buf.data, rel + 4)
         if blen < 20 or blen % 4:
             raise CorruptCaptureError(
                 self.path, f"interface description length {blen} not valid", at
             )
         if rel + blen > end:
-            return self._cut(at, eof, blen)
+            self._cut(at, eof, blen)
+            return None
         self._check_trailer(buf, rel, blen, e, at)
-        linktype, _, snaplen = struct.unpack_from(e + "HHI", buf, rel + 8)
+        linktype, _, snaplen = struct.unpack_from(e + "HHI", buf.data, rel + 8)
         iface = Interface(linktype, snaplen, (False, 6))
         for code, value in _options(buf, rel + 16, rel + blen - 4, e):
             if code == 9 and len(value) >= 1:
@@ -274,32 +277,33 @@ class PcapngReader:
         return int(blen)
 
     def _cut(self, at: int, eof: bool, blen: int = 0) -> None:
+        """A header block not wholly in the window: too large, cut by the end, or
+        waiting for the next window."""
         if blen > WINDOW:
             raise CorruptCaptureError(self.path, f"header block length {blen} too large", at)
         if eof:
             self.complete = False
             self.cut_at = at
-        return None
 
     def _check_trailer(self, buf: np.ndarray, rel: int, blen: int, e: str, at: int) -> None:
-        (trail,) = struct.unpack_from(e + "I", buf, rel + blen - 4)
+        (trail,) = struct.unpack_from(e + "I", buf.data, rel + blen - 4)
         if trail != blen:
             raise CorruptCaptureError(
                 self.path, f"block length {blen} does not match its trailer {trail}", at
             )
 
     def _blen(self, buf: np.ndarray, rel: int) -> int:
-        (blen,) = struct.unpack_from(">I" if self.big else "<I", buf, rel + 4)
+        (blen,) = struct.unpack_from(">I" if self.big else "<I", buf.data, rel + 4)
         return int(blen)
 
     def _iface(self, buf: np.ndarray, rel: int) -> int:
         e = ">" if self.big else "<"
-        (btype,) = struct.unpack_from(e + "I", buf, rel)
+        (btype,) = struct.unpack_from(e + "I", buf.data, rel)
         if btype == 2:
-            return int(struct.unpack_from(e + "H", buf, rel + 8)[0])
+            return int(struct.unpack_from(e + "H", buf.data, rel + 8)[0])
         if btype == 3:
             return 0
-        return int(struct.unpack_from(e + "I", buf, rel + 8)[0])
+        return int(struct.unpack_from(e + "I", buf.data, rel + 8)[0])
 
     def _corrupt(self, buf: np.ndarray, rel: int) -> str:
         blen = self._blen(buf, rel) if rel + 8 <= len(buf) else 0
@@ -307,7 +311,7 @@ class PcapngReader:
             return f"corrupt block: length {blen} is not a multiple of 4 of at least 12"
         if rel + blen <= len(buf):
             e = ">" if self.big else "<"
-            (trail,) = struct.unpack_from(e + "I", buf, rel + blen - 4)
+            (trail,) = struct.unpack_from(e + "I", buf.data, rel + blen - 4)
             if trail != blen:
                 return f"corrupt block: length {blen} does not match its trailer {trail}"
         return f"corrupt packet block: length {blen} or its captured length not valid"
@@ -364,7 +368,7 @@ def _options(buf: np.ndarray, start: int, end: int, e: str) -> Iterator[tuple[in
     """The options of a block body: (code, value) until code 0 or the end."""
     pos = start
     while pos + 4 <= end:
-        code, length = struct.unpack_from(e + "HH", buf, pos)
+        code, length = struct.unpack_from(e + "HH", buf.data, pos)
         if code == 0:
             return
         value = bytes(buf[pos + 4 : min(end, pos + 4 + length)])

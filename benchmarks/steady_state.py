@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""In-process steady-state rate of ``classifier.analyze`` on one capture.
+
+Imports the package, warms it up on a small generated capture (large enough for the
+compiled kernels to be used, so they are loaded or compiled before the clock starts),
+then times ``classifier.analyze([CAPTURE])`` from the call to its result with
+``time.perf_counter`` and prints one JSON object::
+
+    {"packets": ..., "bytes": ..., "seconds": ..., "packets_per_s": ...,
+     "mb_per_s": ..., "file_bytes": ..., "runs": [...]}
+
+``mb_per_s`` is capture-file megabytes (10^6) per second. With ``--repeat N`` the
+capture is analysed N times and the best run is reported (every run is in ``runs``).
+
+Usage::
+
+    python benchmarks/steady_state.py CAPTURE [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+try:
+    import classifier
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, str(HERE.parent))
+    import classifier
+
+sys.path.insert(0, str(HERE))
+from make_mix import build_mix, write_pcap  # noqa: E402
+
+
+def warm_up() -> float:
+    """Analyse a generated capture just above the size at which compiled kernels are
+    used; returns the seconds it took (import, load or compile, run)."""
+    threshold = 1 << 20
+    try:
+        from classifier._jit import COMPILE_THRESHOLD
+
+        threshold = COMPILE_THRESHOLD
+    except ImportError:
+        pass
+    packets = max(4000, 2 * threshold // 650)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="o365-warmup-") as tmp:
+        path = os.path.join(tmp, "warmup.pcap")
+        write_pcap(build_mix(packets, seed=7), path)
+        classifier.analyze([path])
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("capture")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs (best reported)")
+    args = parser.parse_args(argv)
+    warm = warm_up()
+    runs = []
+    result = None
+    for _ in range(max(1, args.repeat)):
+        start = time.perf_counter()
+        result = classifier.analyze([args.capture])
+        runs.append(time.perf_counter() - start)
+    assert result is not None
+    totals = result.totals
+    best = min(runs)
+    size = os.path.getsize(args.capture)
+    statuses = sorted({c.status for c in result.captures})
+    out = {
+        "packets": totals.packets,
+        "bytes": totals.bytes,
+        "seconds": round(best, 6),
+        "packets_per_s": round(totals.packets / best, 1) if best > 0 else None,
+        "mb_per_s": round(size / best / 1e6, 2) if best > 0 else None,
+        "file_bytes": size,
+        "warm_up_seconds": round(warm, 3),
+        "runs": [round(r, 6) for r in runs],
+        "status": statuses,
+        "categories": {k: {"packets": v.packets, "bytes": v.bytes}
+                       for k, v in result.categories.items()},
+    }
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
