@@ -32,6 +32,9 @@ def analyze_parallel(
     """Analyse ``files`` in up to ``jobs`` processes; results in the order of ``files``."""
     # fork: workers inherit the imported modules and compiled kernels instead of
     # importing them again.
+    from .split import warm_up
+
+    warm_up()  # workers inherit the loaded kernels instead of each loading them
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     # The largest captures first, so that one big file does not start last.

@@ -6,7 +6,9 @@ import glob
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -23,13 +25,33 @@ from .lookup import CompiledRules, compile_rules
 from .result import AnalysisResult, CaptureSummary
 from .rules import RuleSet, load_rules
 from .sources import open_capture
+from .split import analyze_split, plan_ranges
 
-__all__ = ["Aggregator", "FragmentTable", "analyze", "analyze_capture", "expand_paths"]
+__all__ = [
+    "Aggregator", "FragmentTable", "Part", "analyze", "analyze_capture", "expand_paths", "finish",
+    "scan",
+]
 
 Progress = Callable[[int], None]
 
 #: Datagrams remembered for their later fragments; the oldest is forgotten first.
 FRAGMENT_TABLE_SIZE = 65_536
+
+
+class Counters(Protocol):
+    """Anything holding packets and bytes per category."""
+
+    packets: np.ndarray
+    bytes: np.ndarray
+
+
+def move(counters: Counters, src: int, dst: int, packets: int, nbytes: int) -> None:
+    """Move packets and bytes from category ``src`` to ``dst``."""
+    if src != dst:
+        counters.packets[src] -= packets
+        counters.packets[dst] += packets
+        counters.bytes[src] -= nbytes
+        counters.bytes[dst] += nbytes
 
 
 class FragmentTable:
@@ -46,7 +68,8 @@ class FragmentTable:
     def __init__(self, other: int, size: int = FRAGMENT_TABLE_SIZE) -> None:
         self.other = other
         self.size = size
-        self.first: dict[tuple[int, ...], int] = {}
+        self.first: dict[tuple[int, ...], int] = {}  # the latest first fragment per datagram
+        self.earliest: dict[tuple[int, ...], int] = {}  # the earliest one (for merging)
         self.pending: dict[tuple[int, ...], list[int]] = {}
         self.orphans = 0  # later fragments whose datagram's first fragment never came
 
@@ -67,8 +90,8 @@ class FragmentTable:
                 c = int(cat[i])
                 self._remember(key, c)
                 waiting = self.pending.pop(key, None)
-                if waiting is not None and c != self.other:
-                    agg.move(self.other, c, waiting[0], waiting[1])
+                if waiting is not None:
+                    move(agg, self.other, c, waiting[0], waiting[1])
             else:
                 known = self.first.get(key)
                 if known is not None:
@@ -85,6 +108,30 @@ class FragmentTable:
         self.first[key] = c
         if len(self.first) > self.size:
             del self.first[next(iter(self.first))]
+        if key not in self.earliest and len(self.earliest) < self.size:
+            self.earliest[key] = c
+
+    def merge(self, later: FragmentTable, counters: Counters) -> None:
+        """Take in the table of the byte range that follows this one: our waiting
+        fragments find their first fragment there, and its waiting ones find theirs
+        here. ``counters`` (the merged result) receives the moves."""
+        for key in [k for k in self.pending if k in later.earliest]:
+            packets, nbytes = self.pending.pop(key)
+            move(counters, self.other, later.earliest[key], packets, nbytes)
+        for key, (packets, nbytes) in later.pending.items():
+            c = self.first.get(key)
+            if c is not None:
+                move(counters, self.other, c, packets, nbytes)
+            else:
+                waiting = self.pending.setdefault(key, [0, 0])
+                waiting[0] += packets
+                waiting[1] += nbytes
+        for key, c in later.earliest.items():
+            if key not in self.earliest and len(self.earliest) < self.size:
+                self.earliest[key] = c
+        for key, c in later.first.items():
+            self._remember(key, c)
+        self.orphans += later.orphans
 
     def _forget_pending(self) -> None:
         oldest = next(iter(self.pending))
@@ -121,12 +168,6 @@ class Aggregator:
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
 
-    def move(self, src: int, dst: int, packets: int, nbytes: int) -> None:
-        self.packets[src] -= packets
-        self.packets[dst] += packets
-        self.bytes[src] -= nbytes
-        self.bytes[dst] += nbytes
-
     def anomalies(self) -> Counter[str]:
         out: Counter[str] = Counter()
         for code, name in ANOMALY_NAMES.items():
@@ -137,17 +178,28 @@ class Aggregator:
         return out
 
 
-def analyze_capture(
+@dataclass
+class Part:
+    """A capture, or a byte range of one, analysed but not yet finished: its later
+    fragments may still find their datagram in a neighbouring range."""
+
+    result: AnalysisResult
+    fragments: FragmentTable
+    end: int  # the byte offset where the reading stopped
+
+
+def scan(
     path: str,
     compiled_rules: CompiledRules,
     *,
+    byte_range: tuple[int, int] | None = None,
     progress: Progress | None = None,
     compiled: bool | None = None,
-) -> AnalysisResult:
-    """Analyse one capture. Never raises for a bad capture: the summary says what
-    went wrong, and every packet read before the damage is counted."""
-    rules = compiled_rules.rules
-    result = AnalysisResult.empty(rules.name, compiled_rules.categories)
+) -> Part:
+    """Analyse a capture (or the records of ``byte_range``). Never raises for a bad
+    capture: the summary says what went wrong, and every packet read before the
+    damage is counted."""
+    result = AnalysisResult.empty(compiled_rules.rules.name, compiled_rules.categories)
     summary = CaptureSummary(path=path)
     result.captures.append(summary)
     agg = Aggregator(compiled_rules)
@@ -155,7 +207,8 @@ def analyze_capture(
     reported = 0
     reader = None
     try:
-        reader = open_capture(path, compiled=compiled)
+        reader = open_capture(path, compiled=compiled, byte_range=byte_range)
+        reported = reader.position
         summary.format = reader.format
         use_compiled = reader.compiled
         for batch in reader:
@@ -185,25 +238,44 @@ def analyze_capture(
         if reader is not None:
             summary.link_types = sorted(reader.link_types)
             reader.source.close()
-    if progress is not None and reader is not None and reader.position > reported:
-        progress(reader.position - reported)
-    for lt in summary.link_types:
-        if lt not in KNOWN_LINKTYPES:
-            summary.warnings.append(
-                f"{path}: link type {lt} is not decoded; its packets count as non-ip"
-            )
+    end = reader.position if reader is not None else 0
+    if progress is not None and reader is not None and end > reported:
+        progress(end - reported)
     result.packets += agg.packets
     result.bytes += agg.bytes
     result.anomalies = agg.anomalies()
-    orphans = fragments.finish()
-    if orphans:
-        result.anomalies["fragment-without-first"] = orphans
     summary.packets = int(agg.packets.sum())
     summary.bytes = int(agg.bytes.sum())
     if agg.first_ts is not None and agg.last_ts is not None:
         summary.first_ts = agg.first_ts / 1e9
         summary.last_ts = agg.last_ts / 1e9
+    return Part(result, fragments, end)
+
+
+def finish(part: Part) -> AnalysisResult:
+    """The result of a whole capture: later fragments still waiting are orphans."""
+    result = part.result
+    orphans = part.fragments.finish()
+    if orphans:
+        result.anomalies["fragment-without-first"] += orphans
+    for summary in result.captures:
+        for lt in summary.link_types:
+            if lt not in KNOWN_LINKTYPES:
+                summary.warnings.append(
+                    f"{summary.path}: link type {lt} is not decoded; its packets count as non-ip"
+                )
     return result
+
+
+def analyze_capture(
+    path: str,
+    compiled_rules: CompiledRules,
+    *,
+    progress: Progress | None = None,
+    compiled: bool | None = None,
+) -> AnalysisResult:
+    """Analyse one capture (see :func:`scan`)."""
+    return finish(scan(path, compiled_rules, progress=progress, compiled=compiled))
 
 
 def expand_paths(paths: Iterable[str], *, pattern: str = "*") -> list[str]:
@@ -235,14 +307,18 @@ def analyze(
 
     ``paths``: capture files, directories, globs, or ``-`` for stdin. ``rules``: a
     :class:`RuleSet`, a rule file path, or None for the default Office 365 table.
-    ``jobs`` > 1 spreads captures over that many processes. ``progress`` is called
+    ``jobs`` > 1 spreads captures over that many processes, or a single large pcap
+    capture's byte ranges. ``progress`` is called
     with the number of capture bytes just consumed.
     """
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     compiled_rules = compile_rules(ruleset)
     files = expand_paths([paths] if isinstance(paths, str) else paths)
-    if jobs > 1 and len(files) > 1:
-        from .parallel import analyze_parallel
+    ranges = plan_ranges(files[0], jobs) if jobs > 1 and len(files) == 1 else None
+    if ranges is not None:
+        parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress)]
+    elif jobs > 1 and len(files) > 1:
+        from .parallel import analyze_parallel  # only for several jobs
 
         parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress)
     else:

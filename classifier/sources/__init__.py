@@ -45,11 +45,14 @@ def open_capture(
     compiled: bool | None = None,
     max_packets: int = MAX_PACKETS,
     window: int = WINDOW,
+    byte_range: tuple[int, int] | None = None,
 ) -> CaptureReader:
     """Open a pcap or pcapng capture (optionally gzip-compressed; ``-`` is stdin).
 
     The format is told by the first bytes, never by the name. ``compiled`` chooses the
     compiled kernels; by default they are used unless the capture is small.
+    ``byte_range`` (uncompressed pcap only) reads just the records from ``start``, a
+    record boundary, to ``stop``, where the reading ends as at the end of the file.
     Raises :class:`NotACaptureError` for anything that is not a readable capture.
     """
     source = open_input(path, window=window)
@@ -63,8 +66,12 @@ def open_capture(
         if compiled is None:
             compiled = source.size is None or source.size >= COMPILE_THRESHOLD
         reader: CaptureReader
+        if byte_range is not None and (magic not in MAGICS or source.compressed):
+            raise ValueError("byte ranges are for uncompressed pcap files")
         if magic in MAGICS:
-            reader = PcapReader(source, compiled=compiled, max_packets=max_packets)
+            start, stop = byte_range if byte_range is not None else (24, None)
+            reader = PcapReader(source, compiled=compiled, max_packets=max_packets,
+                                start=start, stop=stop)
         elif magic == SHB_TYPE:
             reader = PcapngReader(source, compiled=compiled, max_packets=max_packets)
         else:

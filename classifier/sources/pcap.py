@@ -89,7 +89,8 @@ class PcapReader:
 
     format = "pcap"
 
-    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS):
+    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
+                 start: int = 24, stop: int | None = None):
         self.source = source
         self.path = source.path
         self.compiled = compiled
@@ -106,15 +107,18 @@ class PcapReader:
         self.link_types = {self.linktype}
         self.complete = True
         self.cut_at: int | None = None
-        self.position = 24
+        self.position = max(24, start)
+        self.stop = stop  # a byte range's end: the reading ends there as at end of file
         self._walk = walk_pcap.select(compiled)
         self._max_packets = max_packets
 
     def __iter__(self) -> Iterator[Batch]:
-        pos = 24
+        pos = self.position
         frac_ns = 1 if self.nanosecond else 1000
         while True:
             buf, eof = self.source.view(pos)
+            if self.stop is not None and pos + len(buf) >= self.stop:
+                buf, eof = buf[: max(0, self.stop - pos)], True
             end = len(buf)
             rel = 0
             while True:
