@@ -14,7 +14,10 @@ capture is analysed N times and the best run is reported (every run is in ``runs
 
 Usage::
 
-    python benchmarks/steady_state.py CAPTURE [--repeat 1]
+    python benchmarks/steady_state.py CAPTURE [--repeat 1] [--jobs N]
+
+``--jobs`` (default: the number of cores, as the command) lets one large capture be
+split into byte ranges analysed in parallel.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ sys.path.insert(0, str(HERE))
 from make_mix import build_mix, write_pcap  # noqa: E402
 
 
-def warm_up() -> float:
+def warm_up(jobs: int) -> float:
     """Analyse a generated capture just above the size at which compiled kernels are
     used; returns the seconds it took (import, load or compile, run)."""
     threshold = 1 << 20
@@ -54,6 +57,12 @@ def warm_up() -> float:
         path = os.path.join(tmp, "warmup.pcap")
         write_pcap(build_mix(packets, seed=7), path)
         classifier.analyze([path])
+    if jobs > 1:
+        from classifier.split import find_record
+        from classifier.split import warm_up as load_kernels
+
+        find_record.compiled  # noqa: B018 - loads the boundary search
+        load_kernels()
     return time.perf_counter() - start
 
 
@@ -61,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("capture")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs (best reported)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes for one capture (default: number of cores)")
     args = parser.parse_args(argv)
-    warm = warm_up()
+    warm = warm_up(args.jobs)
     runs = []
     result = None
     for _ in range(max(1, args.repeat)):
         start = time.perf_counter()
-        result = classifier.analyze([args.capture])
+        result = classifier.analyze([args.capture], jobs=args.jobs)
         runs.append(time.perf_counter() - start)
     assert result is not None
     totals = result.totals

@@ -94,6 +94,7 @@ class CompiledRules:
         self._server = server
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table = self._pair_table(client, server)
+            self._pairs = self.pair_table.ravel()  # flat: one gather per packet
 
     def _pair_table(self, client: np.ndarray, server: np.ndarray) -> np.ndarray:
         """Category id for every (class, class) pair."""
@@ -111,12 +112,16 @@ class CompiledRules:
         """Category id of every packet (``categories`` indexes); later fragments get
         ``other`` here and are settled by the fragment table."""
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
-        base = self.slot_of_proto[h.proto] * ported * _PORTS
-        a = self.port_class[base + h.sport]
+        base = self.slot_of_proto[h.proto]
+        base *= ported
+        base <<= 16  # slot * 65536: one table row per protocol slot
+        a = self.port_class[base + h.sport].astype(np.intp)
         b = self.port_class[base + h.dport]
         cat: np.ndarray
         if self.pair_table is not None:
-            cat = self.pair_table[a, b].astype(np.int32)
+            a *= self.n_classes
+            a += b
+            cat = self._pairs[a].astype(np.int32)
         else:
             cat = self._scan(a, b)
         cat[h.ip == 0] = self.non_ip

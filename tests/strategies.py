@@ -94,13 +94,25 @@ def _be16(value: int) -> bytes:
 
 
 @st.composite
+def o365_port_pairs(draw: st.DrawFn) -> tuple[int, int]:
+    """(source port, destination port): mostly a client port (ephemeral or a Lync media
+    port) talking to an Office 365 server port, either way round; else any two."""
+    if draw(st.sampled_from((True, True, False))):
+        client = draw(st.one_of(st.integers(50000, 50059), st.integers(1024, 65535)))
+        server = draw(st.one_of(st.sampled_from(O365_PORTS), st.integers(50000, 59999)))
+        return (client, server) if draw(st.booleans()) else (server, client)
+    return draw(o365_ports), draw(o365_ports)
+
+
+@st.composite
 def transport_segments(draw: st.DrawFn) -> tuple[int, bytes]:
     """(IP protocol, transport header and payload): mostly TCP or UDP between ports
     biased towards the Office 365 ones; sometimes SCTP, ICMP, ESP or anything."""
-    proto = draw(st.sampled_from((6, 6, 6, 17, 17, 17, 132, 1, 58, 50, 59)))
+    proto = draw(st.sampled_from((6,) * 8 + (17,) * 8 + (132, 1, 58, 50, 59)))
     payload = draw(st.binary(max_size=24))
     if proto in (6, 17, 132):
-        head = _be16(draw(o365_ports)) + _be16(draw(o365_ports))
+        sport, dport = draw(o365_port_pairs())
+        head = _be16(sport) + _be16(dport)
         if proto == 6:
             head += (draw(st.binary(min_size=8, max_size=8)) + bytes((0x50,))
                      + bytes((draw(st.integers(0, 255)),)) + b"\xff\xff\x00\x00\x00\x00")
@@ -121,8 +133,8 @@ def ipv4_packets(draw: st.DrawFn) -> bytes:
                                     b"\x07\x0b\x04" + bytes(9), bytes(40))))
     ihl = 5 + len(options) // 4
     version_ihl = draw(st.sampled_from((0x40 | ihl,) * 12 + (0x44, 0x60 | ihl, 0x4F)))
-    frag = draw(st.sampled_from((0, 0, 0, 0x4000, 0x2000, 0x2000, 0x2000 | 185, 185, 1,
-                                 0x1FFF)))
+    frag = draw(st.sampled_from((0,) * 6 + (0x4000,) * 4 + (0x2000, 0x2000, 0x2000 | 185,
+                                                             185, 1, 0x1FFF)))
     ident = draw(st.sampled_from(_FRAGMENT_IDS))
     src, dst = draw(st.permutations(_V4_ADDRESSES))
     header = (bytes((version_ihl, draw(st.sampled_from((0, 0xB8, 0x88)))))
@@ -136,7 +148,7 @@ def ipv6_packets(draw: st.DrawFn) -> bytes:
     """IPv6 over TCP/UDP (or another protocol), through hop-by-hop, routing,
     destination-options and fragment headers."""
     proto, segment = draw(transport_segments())
-    chain = draw(st.lists(st.sampled_from((0, 43, 60, 44, 44)), max_size=3))
+    chain = draw(st.lists(st.sampled_from((0, 43, 60, 44)), max_size=3))
     body = segment
     nh = proto
     for ext in reversed(chain):
@@ -200,8 +212,23 @@ def ether_payloads(draw: st.DrawFn) -> tuple[int, bytes]:
 @st.composite
 def link_frames(draw: st.DrawFn, linktype: int) -> bytes:
     """One frame of ``linktype`` (see :data:`CAPTURE_LINKTYPES`), or random bytes."""
-    if draw(st.integers(0, 19)) == 0:
+    if draw(st.sampled_from((False,) * 19 + (True,))):
         return draw(st.binary(max_size=80))
+    if linktype in (101, 12, 14, 228, 229, 0, 108):
+        # Link types that carry IP only: no EtherType chain.
+        if linktype == 228:
+            return draw(ipv4_packets())
+        if linktype == 229:
+            return draw(ipv6_packets())
+        et, body = draw(network_packets())
+        if linktype in (101, 12, 14):
+            return body  # the version nibble decides
+        family = {0x0800: st.just(2), 0x86DD: st.sampled_from((24, 28, 30))}.get(
+            et, st.integers(0, 40))
+        value = draw(family)
+        if linktype == 108 or draw(st.booleans()):
+            return value.to_bytes(4, "big") + body
+        return value.to_bytes(4, "little") + body
     et, body = draw(ether_payloads())
     if linktype == 1:
         return draw(st.binary(min_size=12, max_size=12)) + _be16(et) + body
@@ -209,23 +236,12 @@ def link_frames(draw: st.DrawFn, linktype: int) -> bytes:
         return b"\x00\x00\x00\x01\x00\x06" + bytes(8) + _be16(et) + body
     if linktype == 276:
         return _be16(et) + b"\x00\x00\x00\x00\x00\x02\x00\x01\x00\x06" + bytes(8) + body
-    if linktype == 104:
-        return bytes((draw(st.sampled_from((0x0F, 0x8F))), 0)) + _be16(et) + body
     if linktype in (9, 50):
         ppp = {0x0800: 0x0021, 0x86DD: 0x0057, 0x8847: 0x0281, 0x8848: 0x0283}.get(et)
-        if ppp is None or draw(st.integers(0, 4)) == 0:  # Cisco HDLC framing
-            return bytes((draw(st.sampled_from((0x0F, 0x8F))), 0)) + _be16(et) + body
-        return draw(st.sampled_from((b"", b"\xff\x03"))) + _be16(ppp) + body
-    if linktype in (0, 108):
-        family = {0x0800: st.just(2), 0x86DD: st.sampled_from((24, 28, 30))}.get(
-            et, st.integers(0, 40))
-        value = draw(family)
-        if linktype == 108 or draw(st.booleans()):
-            return value.to_bytes(4, "big") + body
-        return value.to_bytes(4, "little") + body
-    # Raw IP (101, 12, 14) and the IPv4 / IPv6 link types (228, 229): the packet as it
-    # is, whatever the EtherType (the version nibble, or the link type, decides).
-    return body
+        if ppp is not None and draw(st.sampled_from((True, True, True, False))):
+            return draw(st.sampled_from((b"", b"\xff\x03"))) + _be16(ppp) + body
+    # Cisco HDLC (104), also as the framing of a PPP capture (9, 50)
+    return bytes((draw(st.sampled_from((0x0F, 0x8F))), 0)) + _be16(et) + body
 
 
 @st.composite
@@ -233,7 +249,7 @@ def captures(draw: st.DrawFn, max_packets: int = 30) -> tuple[int, list[tuple[in
     """(link type, records) of a small capture: frames of one link type, each cut to a
     random snaplen now and then, the wire length sometimes longer (an FCS not kept)."""
     linktype = draw(st.sampled_from(CAPTURE_LINKTYPES))
-    snaplen = draw(st.one_of(st.none(), st.none(), st.integers(0, 96)))
+    snaplen = draw(st.sampled_from((None, None, 40, 54, 64, 68, 96)))
     out = []
     ts = 1_428_312_600 * 1_000_000_000
     for _ in range(draw(st.integers(1, max_packets))):
@@ -241,7 +257,7 @@ def captures(draw: st.DrawFn, max_packets: int = 30) -> tuple[int, list[tuple[in
         frame = draw(link_frames(linktype))
         orig = len(frame) + draw(st.sampled_from((0, 0, 0, 4)))
         cut = snaplen
-        if draw(st.integers(0, 7)) == 0:
+        if draw(st.sampled_from((False,) * 7 + (True,))):
             cut = draw(st.integers(0, len(frame)))
         out.append((ts, frame if cut is None else frame[:cut], orig))
     return linktype, out

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import pytest
+
 import classifier
+from classifier.lookup import compile_rules
 
 
 def test_public_names_are_pinned() -> None:
@@ -43,3 +47,21 @@ def test_errors_form_a_hierarchy() -> None:
     assert issubclass(classifier.RulesError, classifier.O365TrafficError)
     err = classifier.CorruptCaptureError("x.pcap", "bad record", 1234)
     assert str(err) == "x.pcap at byte 1234: bad record" and err.offset == 1234
+
+
+def test_results_do_not_depend_on_batch_size(pcaps_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One packet per batch: a later fragment whose first fragment came in an earlier
+    batch (or comes in a later one) still takes its datagram's category."""
+    import classifier.pipeline as pipeline
+    from classifier.sources import open_capture
+
+    paths = [str(pcaps_dir / n) for n in ("ipv4.pcap", "ipv6.pcap", "office365-mix.pcap")]
+    expected = [classifier.analyze(p).to_dict() for p in paths]
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=1))
+    for path, want in zip(paths, expected, strict=True):
+        for compiled in (False, True):
+            rules = classifier.load_rules()
+            got = classifier.analyze_capture(path, compile_rules(rules), compiled=compiled)
+            assert got.to_dict() == want

@@ -17,8 +17,9 @@ __all__ = ["FIRST", "LATER", "NONE", "FragKey", "Tally"]
 
 #: Fragment role of a packet.
 NONE, FIRST, LATER = 0, 1, 2
-#: (IP version, source + destination, protocol, identification), in whatever form the
-#: decoder has them (bytes for the dpkt loop, text and ints for scapy).
+#: Names a fragmented datagram: the IP version, addresses and identification (and, for
+#: IPv4, the protocol), in whatever form the decoder has them (bytes for the dpkt loop,
+#: text and ints for scapy).
 FragKey = tuple[object, ...]
 
 

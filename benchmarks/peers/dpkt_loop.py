@@ -10,12 +10,15 @@ record of a pcap or pcapng file under one category of a rule set, with these rul
   or headers cut by the snaplen) -> ``other``; otherwise ``rules.classify_one(proto,
   sport, dport)``;
 * a non-first fragment (IPv4 offset > 0, or an IPv6 fragment header with offset > 0)
-  takes the category of its datagram's first fragment, keyed by (IP version, source,
-  destination, protocol, identification); the protocol is the IPv4 protocol field or
-  the IPv6 fragment header's next header. A non-first fragment that comes before its
-  first fragment is counted as ``other`` until that first fragment arrives, then moved
-  to the datagram's category; if the first fragment never comes it stays ``other``.
-  Both tables cover the whole file (see ``_tally.Tally``).
+  takes the category of its datagram's first fragment (offset 0, more-fragments set).
+  IPv4 datagrams are keyed by (source, destination, protocol, identification); IPv6
+  ones by (source, destination, identification) only, as RFC 8200 names them: the
+  header after a fragment header can differ between the fragments of one datagram.
+  With several fragment headers, the last one's identification counts. A non-first
+  fragment that comes before its first fragment is counted as ``other`` until that
+  first fragment arrives, then moved to the datagram's category; if the first fragment
+  never comes it stays ``other``. Both tables cover the whole file (see
+  ``_tally.Tally``).
 
 How the IP header is reached, per link type (``link type & 0xFFFF`` of the pcap header or
 of each pcapng interface):
@@ -29,14 +32,25 @@ of each pcapng interface):
   16 bits (as Wireshark does: a file may be converted without its packets); 108 loop:
   big-endian. 2 is IPv4; 24, 28 and 30 are IPv6.
 * 101, 12, 14 raw IP: IPv4 or IPv6 by the version nibble; 228 IPv4; 229 IPv6.
+* 104 Cisco HDLC: address, control, then an EtherType at byte 2 (payload at 4) that
+  goes through the chain below.
+* 9 PPP, 50 PPP in HDLC framing: a first byte of 0x0F or 0x8F (and at least 4 bytes)
+  is Cisco HDLC framing, read as for 104. Otherwise an optional 0xFF 0x03 address and
+  control, then the 2-byte PPP protocol: 0x0021 IPv4, 0x0057 IPv6, 0x0281 / 0x0283
+  MPLS (the label stack as below); any other protocol, or fewer than 2 bytes for it,
+  is ``non-ip``.
 * Any other link type: ``non-ip``.
 
-The EtherType chain: any number of 4-byte 802.1Q (0x8100) / 802.1ad (0x88A8) / 0x9100
-tags; 0x0800 IPv4; 0x86DD IPv6; 0x8847 / 0x8848 MPLS, 4-byte labels up to the one with
-the bottom-of-stack bit, then IPv4 or IPv6 by the version nibble (anything else, such as
-an Ethernet pseudowire, is ``non-ip``); 0x8864 PPPoE session, 6-byte PPPoE header, then
-PPP protocol 0x0021 IPv4 / 0x0057 IPv6. Other EtherTypes (ARP, LLC lengths, ...) and
-frames cut before the EtherType chain ends are ``non-ip``.
+The EtherType chain, its steps stacked in any order and depth: 4-byte 802.1Q (0x8100)
+/ 802.1ad (0x88A8) / 0x9100 tags, the next EtherType in their last 2 bytes; 0x8903
+Cisco FabricPath, 2 bytes of FTag/TTL then the whole inner Ethernet frame (6 + 6 MAC
+bytes, then its EtherType), so the next EtherType is 14 bytes after the FabricPath
+EtherType and what it names starts 2 bytes later; 0x0800 IPv4; 0x86DD IPv6; 0x8847 /
+0x8848 MPLS, 4-byte labels up to the one with the bottom-of-stack bit, then IPv4 or
+IPv6 by the version nibble (anything else, such as an Ethernet pseudowire, is
+``non-ip``); 0x8864 PPPoE session, 6-byte PPPoE header, then PPP protocol 0x0021 IPv4
+/ 0x0057 IPv6. Other EtherTypes (ARP, LLC lengths, ...) and frames cut before the
+EtherType chain ends are ``non-ip``.
 
 Choices for odd packets (never an exception):
 
@@ -48,7 +62,9 @@ Choices for odd packets (never an exception):
 * The IPv4 total length and the IPv6 payload length are not used: ports are read from
   the captured bytes after IHL x 4 (IPv4) or after the extension headers (IPv6:
   hop-by-hop 0, routing 43, destination options 60, fragment 44; no limit on their
-  number). Ports must be captured in full (4 bytes), else ``other``.
+  number). Ports must be captured in full (4 bytes), else ``other``; so an IPv4 header
+  whose options are cut by the snaplen is ``other`` too (a first fragment among them
+  still names its datagram's category: ``other``).
 * Any exception a decoder raises all the same is caught per packet: ``other`` when the
   link layer had found IP, else ``non-ip``.
 
@@ -92,7 +108,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import dpkt
+import dpkt  # type: ignore[import-untyped]
 
 try:
     from classifier.rules import NON_IP, OTHER, RuleSet, load_rules
@@ -103,7 +119,13 @@ except ImportError:  # run from a checkout without the package installed
 try:
     from ._tally import FIRST, LATER, NONE, FragKey, Tally
 except ImportError:  # run as a script
-    from _tally import FIRST, LATER, NONE, FragKey, Tally  # type: ignore[no-redef]
+    from _tally import (  # type: ignore[no-redef, import-not-found, unused-ignore]
+        FIRST,
+        LATER,
+        NONE,
+        FragKey,
+        Tally,
+    )
 
 __all__ = ["Result", "classify_file", "count_file"]
 
@@ -111,6 +133,8 @@ __all__ = ["Result", "classify_file", "count_file"]
 MAX_RECORD = 256 * 1024
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+#: First byte of a Cisco HDLC frame (unicast, multicast) inside a PPP capture.
+CHDLC_ADDRESSES = frozenset((0x0F, 0x8F))
 IPV6_EXT = frozenset((0, 43, 60))
 RAW_LINKS = frozenset((101, 12, 14))
 LE_MAGICS = frozenset((dpkt.pcap.PMUDPCT_MAGIC, dpkt.pcap.PMUDPCT_MAGIC_NANO,
@@ -151,38 +175,75 @@ class Result:
 
 
 def _from_ethertype(data: bytes, et: int, off: int) -> tuple[int, int]:
-    """Follow an EtherType (and what it encapsulates) to the IP header."""
+    """Follow an EtherType (and what it encapsulates) to the IP header.
+
+    VLAN tags, FabricPath headers and PPPoE sessions may stack in any order and depth;
+    MPLS ends the chain (the version nibble after the bottom label decides)."""
     n = len(data)
-    while et in VLAN_TPIDS:
-        if n < off + 4:
-            return NO_IP
-        et = (data[off + 2] << 8) | data[off + 3]
-        off += 4
-    if et == 0x0800:
-        return 4, off
-    if et == 0x86DD:
-        return 6, off
-    if et == 0x8847 or et == 0x8848:
-        while True:
+    while True:
+        if et in VLAN_TPIDS:
             if n < off + 4:
                 return NO_IP
-            bottom = data[off + 2] & 1
+            et = (data[off + 2] << 8) | data[off + 3]
             off += 4
-            if bottom:
-                break
-        if n <= off:
+        elif et == 0x8903:  # Cisco FabricPath: FTag/TTL, then a whole Ethernet frame
+            if n < off + 16:
+                return NO_IP
+            et = (data[off + 14] << 8) | data[off + 15]
+            off += 16
+        elif et == 0x8864:  # PPPoE session: 6-byte header, then the PPP protocol
+            if n < off + 8:
+                return NO_IP
+            ppp = (data[off + 6] << 8) | data[off + 7]
+            off += 8
+            if ppp == 0x0021:
+                return 4, off
+            if ppp == 0x0057:
+                return 6, off
             return NO_IP
-        version = data[off] >> 4
-        return (version, off) if version in (4, 6) else NO_IP
-    if et == 0x8864:
-        if n < off + 8:
+        elif et == 0x8847 or et == 0x8848:
+            return _after_mpls(data, off)
+        elif et == 0x0800:
+            return 4, off
+        elif et == 0x86DD:
+            return 6, off
+        else:
             return NO_IP
-        ppp = (data[off + 6] << 8) | data[off + 7]
-        if ppp == 0x0021:
-            return 4, off + 8
-        if ppp == 0x0057:
-            return 6, off + 8
+
+
+def _after_mpls(data: bytes, off: int) -> tuple[int, int]:
+    """IPv4 or IPv6 after an MPLS label stack, by the version nibble."""
+    n = len(data)
+    while True:
+        if n < off + 4:
+            return NO_IP
+        bottom = data[off + 2] & 1
+        off += 4
+        if bottom:
+            break
+    if n <= off:
         return NO_IP
+    version = data[off] >> 4
+    return (version, off) if version in (4, 6) else NO_IP
+
+
+def _ppp(data: bytes) -> tuple[int, int]:
+    """PPP (link types 9 and 50): Cisco HDLC framing when the first byte is 0x0F or 0x8F;
+    else an optional 0xFF 0x03 address and control, then the 2-byte PPP protocol."""
+    n = len(data)
+    if n >= 4 and data[0] in CHDLC_ADDRESSES:
+        return _from_ethertype(data, (data[2] << 8) | data[3], 4)
+    off = 2 if n >= 2 and data[0] == 0xFF and data[1] == 0x03 else 0
+    if n < off + 2:
+        return NO_IP
+    proto = (data[off] << 8) | data[off + 1]
+    off += 2
+    if proto == 0x0021:
+        return 4, off
+    if proto == 0x0057:
+        return 6, off
+    if proto == 0x0281 or proto == 0x0283:
+        return _after_mpls(data, off)
     return NO_IP
 
 
@@ -217,6 +278,14 @@ def link_decoder(link: int, little: bool) -> Callable[[bytes], tuple[int, int]]:
                 return NO_IP
             return _from_ethertype(data, (data[0] << 8) | data[1], 20)
         return sll2
+    if link == 104:
+        def chdlc(data: bytes) -> tuple[int, int]:
+            if len(data) < 4:
+                return NO_IP
+            return _from_ethertype(data, (data[2] << 8) | data[3], 4)
+        return chdlc
+    if link == 9 or link == 50:
+        return _ppp
     if link in RAW_LINKS:
         def raw(data: bytes) -> tuple[int, int]:
             if not data:
@@ -259,6 +328,7 @@ def ip_category(data: bytes, kind: int, off: int,
     """Category of an IP packet whose IPv4/IPv6 header starts at ``off``, whether its
     ports were cut off by the snaplen, and its fragment role and key (``_tally``)."""
     n = len(data)
+    key: FragKey | None
     if kind == 4:
         if n < off + 20:
             return OTHER, True, NONE, None
@@ -285,10 +355,11 @@ def ip_category(data: bytes, kind: int, off: int,
         return OTHER, True, NONE, None
     if data[off] >> 4 != 6:
         return OTHER, False, NONE, None
+    addresses = data[off + 8:off + 40]
     nh = data[off + 6]
     p = off + 40
-    key = None
     role = NONE
+    ident = b""  # identification of the last fragment header
     cat = None
     while True:
         if nh in IPV6_EXT:
@@ -299,15 +370,16 @@ def ip_category(data: bytes, kind: int, off: int,
             if n < p + 8:
                 break
             nh = data[p]
-            frag_key = (6, data[off + 8:off + 40], nh, data[p + 4:p + 8])
+            ident = data[p + 4:p + 8]
             if ((data[p + 2] << 8) | data[p + 3]) >> 3:
-                return OTHER, False, LATER, frag_key
+                return OTHER, False, LATER, (6, addresses, ident)
             if data[p + 3] & 1:
-                key, role = frag_key, FIRST
+                role = FIRST
             p += 8
         else:
             cat = _ports(data, p, nh, classify)
             break
+    key = (6, addresses, ident) if role == FIRST else None
     if cat is None:
         return OTHER, True, role, key
     return cat, False, role, key
