@@ -93,24 +93,42 @@ class CompiledRules:
         self._client = client
         self._server = server
         if n_classes <= _PAIR_TABLE_MAX:
-            self.pair_table = self._pair_table(client, server)
+            self.pair_table, self._src_client = self._pair_table(client, server)
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
 
-    def _pair_table(self, client: np.ndarray, server: np.ndarray) -> np.ndarray:
-        """Category id for every (class, class) pair."""
+    def _pair_table(self, client: np.ndarray, server: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Category id for every (source class, destination class) pair, and which end
+        the matching rule takes for the client (1 the source, 0 the destination, -1 no
+        rule matched)."""
         n = self.n_classes
-        rule = np.full((n, n), len(self.rules.rules), np.int64)
+        none = len(self.rules.rules)
+        rule = np.full((n, n), none, np.int64)
         for w in range(client.shape[1]):
             c, s = client[:, w], server[:, w]
             m = (c[:, None] & s[None, :]) | (c[None, :] & s[:, None])
-            fresh = (m != 0) & (rule == len(self.rules.rules))
+            fresh = (m != 0) & (rule == none)
             rule[fresh] = w * 64 + lowest_bit(m[fresh])
         table: np.ndarray = self.rule_category[rule].astype(_smallest_uint(len(self.categories)))
-        return table
+        return table, self._sides(rule, np.arange(n)[:, None], np.arange(n)[None, :]).ravel()
+
+    def _sides(self, rule: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """1 where the source (class ``a``) is the client end of ``rule``, 0 where the
+        destination is, -1 where no rule matched."""
+        none = len(self.rules.rules)
+        r = np.where(rule == none, 0, rule)
+        word, bit = r // 64, (r % 64).astype(np.uint64)
+        src_client = ((self._client[a, word] & self._server[b, word]) >> bit) & np.uint64(1)
+        return np.where(rule == none, -1, src_client.astype(np.int8)).astype(np.int8)
 
     def classify(self, h: Headers) -> np.ndarray:
         """Category id of every packet (``categories`` indexes); later fragments get
         ``other`` here and are settled by the fragment table."""
+        return self.classify_with_sides(h, sides=False)[0]
+
+    def classify_with_sides(self, h: Headers, *, sides: bool = True
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Categories, and (with ``sides``) which end the matching rule takes for the
+        client: 1 the source, 0 the destination, -1 no rule matched."""
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         base = self.slot_of_proto[h.proto]
         base *= ported
@@ -118,16 +136,23 @@ class CompiledRules:
         a = self.port_class[base + h.sport].astype(np.intp)
         b = self.port_class[base + h.dport]
         cat: np.ndarray
+        side: np.ndarray | None = None
         if self.pair_table is not None:
             a *= self.n_classes
             a += b
             cat = self._pairs[a].astype(np.int32)
+            if sides:
+                side = self._src_client[a]
         else:
-            cat = self._scan(a, b)
+            rule = self._scan(a, b)
+            cat = self.rule_category[rule]
+            if sides:
+                side = self._sides(rule, a, b.astype(np.intp))
         cat[h.ip == 0] = self.non_ip
-        return cat
+        return cat, side
 
     def _scan(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The first matching rule of each packet (len(rules) where none matches)."""
         none = len(self.rules.rules)
         rule = np.full(a.shape[0], none, np.int64)
         for w in range(self._client.shape[1]):
@@ -136,7 +161,7 @@ class CompiledRules:
             fresh = (m != 0) & (rule == none)
             if fresh.any():
                 rule[fresh] = w * 64 + lowest_bit(m[fresh])
-        return self.rule_category[rule]
+        return rule
 
 
 def compile_rules(rules: RuleSet) -> CompiledRules:

@@ -6,18 +6,22 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TYPE_CHECKING
 
 from .lookup import compile_rules
 from .result import AnalysisResult
 from .rules import RuleSet
 
+if TYPE_CHECKING:
+    from .pipeline import Options
+
 __all__ = ["analyze_parallel"]
 
 
-def _work(path: str, rules: RuleSet) -> tuple[AnalysisResult, int]:
-    from .pipeline import analyze_capture
+def _work(path: str, rules: RuleSet, options: Options) -> tuple[AnalysisResult, int]:
+    from .pipeline import analyze_capture  # resolved in the worker
 
-    result = analyze_capture(path, compile_rules(rules))
+    result = analyze_capture(path, compile_rules(rules), options=options)
     size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else 0
     return result, size
 
@@ -28,6 +32,7 @@ def analyze_parallel(
     *,
     jobs: int,
     progress: Callable[[int], None] | None = None,
+    options: Options | None = None,
 ) -> list[AnalysisResult]:
     """Analyse ``files`` in up to ``jobs`` processes; results in the order of ``files``."""
     # fork: workers inherit the imported modules and compiled kernels instead of
@@ -41,7 +46,10 @@ def analyze_parallel(
     order = sorted(range(len(files)), key=lambda i: -_size(files[i]))
     results: list[AnalysisResult | None] = [None] * len(files)
     with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx) as pool:
-        futures = {pool.submit(_work, files[i], rules): i for i in order}
+        from .pipeline import Options  # the pipeline imports this module lazily
+
+        opts = options or Options()
+        futures = {pool.submit(_work, files[i], rules, opts): i for i in order}
         for fut in as_completed(futures):
             result, size = fut.result()
             results[futures[fut]] = result

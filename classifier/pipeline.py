@@ -6,167 +6,171 @@ import glob
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
 from .decode import (
     ANOMALY_NAMES,
-    FLAG_FIRST_FRAGMENT,
-    FLAG_LATER_FRAGMENT,
     KNOWN_LINKTYPES,
-    Headers,
     decode_batch,
 )
 from .errors import CaptureError, NotACaptureError
+from .flows import Flows, FlowTable, merge_tables
+from .fragments import FragmentTable, Packets
 from .lookup import CompiledRules, compile_rules
+from .measures import (
+    DEFAULT_INSIDE,
+    DIRECTIONS,
+    EXPECTED_DSCP,
+    Inside,
+    directions_of,
+)
 from .result import AnalysisResult, CaptureSummary
 from .rules import RuleSet, load_rules
 from .sources import open_capture
 from .split import analyze_split, plan_ranges
 
 __all__ = [
-    "Aggregator", "FragmentTable", "Part", "analyze", "analyze_capture", "expand_paths", "finish",
+    "Aggregator",
+    "FragmentTable",
+    "Options",
+    "Part",
+    "analyze",
+    "analyze_capture",
+    "expand_paths",
+    "finish",
     "scan",
 ]
 
 Progress = Callable[[int], None]
 
-#: Datagrams remembered for their later fragments; the oldest is forgotten first.
-FRAGMENT_TABLE_SIZE = 65_536
 
 
-class Counters(Protocol):
-    """Anything holding packets and bytes per category."""
+@dataclass(frozen=True)
+class Options:
+    """What to measure beyond categories (see :mod:`classifier.measures`)."""
 
-    packets: np.ndarray
-    bytes: np.ndarray
+    inside: tuple[str, ...] = DEFAULT_INSIDE
+    #: Interval of the time series; None: no series in the output (rates still use
+    #: one of 1 s).
+    interval_ns: int | None = None
+    flows: bool = True
+    max_flows: int = 1_000_000
+    idle_timeout_ns: int = 300 * 1_000_000_000
+    #: Receives flow records (evicted ones as they go, the rest at the end).
+    flow_sink: Callable[[Flows], None] | None = None
 
-
-def move(counters: Counters, src: int, dst: int, packets: int, nbytes: int) -> None:
-    """Move packets and bytes from category ``src`` to ``dst``."""
-    if src != dst:
-        counters.packets[src] -= packets
-        counters.packets[dst] += packets
-        counters.bytes[src] -= nbytes
-        counters.bytes[dst] += nbytes
-
-
-class FragmentTable:
-    """Gives later fragments the category of their datagram's first fragment.
-
-    Keyed by (IP version, source, destination, protocol, identification); IPv6 leaves
-    the protocol out (RFC 8200: source, destination and identification name a
-    datagram, and the header after a fragment header differs between fragments when
-    extension headers follow it). A later
-    fragment seen before its first fragment is counted as ``other`` and moved to the
-    datagram's category when the first fragment arrives, in this batch or a later one.
-    """
-
-    def __init__(self, other: int, size: int = FRAGMENT_TABLE_SIZE) -> None:
-        self.other = other
-        self.size = size
-        self.first: dict[tuple[int, ...], int] = {}  # the latest first fragment per datagram
-        self.earliest: dict[tuple[int, ...], int] = {}  # the earliest one (for merging)
-        self.pending: dict[tuple[int, ...], list[int]] = {}
-        self.orphans = 0  # later fragments whose datagram's first fragment never came
-
-    def settle(self, h: Headers, cat: np.ndarray, wire: np.ndarray, agg: Aggregator) -> None:
-        sel = np.flatnonzero(h.flags & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT))
-        if sel.size == 0:
-            return
-        # Python per fragment only: fragments are rare and must be taken in order.
-        version = h.ip[sel]
-        proto = np.where(version == 4, h.proto[sel], 0)
-        keys = zip(
-            version.tolist(), h.src_hi[sel].tolist(), h.src_lo[sel].tolist(),
-            h.dst_hi[sel].tolist(), h.dst_lo[sel].tolist(), proto.tolist(),
-            h.frag_id[sel].tolist(), strict=True,
-        )
-        for i, flag, key in zip(sel.tolist(), h.flags[sel].tolist(), keys, strict=True):
-            if flag & FLAG_FIRST_FRAGMENT:
-                c = int(cat[i])
-                self._remember(key, c)
-                waiting = self.pending.pop(key, None)
-                if waiting is not None:
-                    move(agg, self.other, c, waiting[0], waiting[1])
-            else:
-                known = self.first.get(key)
-                if known is not None:
-                    cat[i] = known
-                else:
-                    waiting = self.pending.setdefault(key, [0, 0])
-                    waiting[0] += 1
-                    waiting[1] += int(wire[i])
-                    if len(self.pending) > self.size:
-                        self._forget_pending()
-
-    def _remember(self, key: tuple[int, ...], c: int) -> None:
-        self.first.pop(key, None)
-        self.first[key] = c
-        if len(self.first) > self.size:
-            del self.first[next(iter(self.first))]
-        if key not in self.earliest and len(self.earliest) < self.size:
-            self.earliest[key] = c
-
-    def merge(self, later: FragmentTable, counters: Counters) -> None:
-        """Take in the table of the byte range that follows this one: our waiting
-        fragments find their first fragment there, and its waiting ones find theirs
-        here. ``counters`` (the merged result) receives the moves."""
-        for key in [k for k in self.pending if k in later.earliest]:
-            packets, nbytes = self.pending.pop(key)
-            move(counters, self.other, later.earliest[key], packets, nbytes)
-        for key, (packets, nbytes) in later.pending.items():
-            c = self.first.get(key)
-            if c is not None:
-                move(counters, self.other, c, packets, nbytes)
-            else:
-                waiting = self.pending.setdefault(key, [0, 0])
-                waiting[0] += packets
-                waiting[1] += nbytes
-        for key, c in later.earliest.items():
-            if key not in self.earliest and len(self.earliest) < self.size:
-                self.earliest[key] = c
-        for key, c in later.first.items():
-            self._remember(key, c)
-        self.orphans += later.orphans
-
-    def _forget_pending(self) -> None:
-        oldest = next(iter(self.pending))
-        self.orphans += self.pending.pop(oldest)[0]
-
-    def finish(self) -> int:
-        """Later fragments never matched to a first fragment (they stay ``other``)."""
-        orphans = self.orphans + sum(p[0] for p in self.pending.values())
-        self.pending.clear()
-        self.orphans = 0
-        return orphans
+    @property
+    def series_interval_ns(self) -> int:
+        return self.interval_ns or 1_000_000_000
 
 
 class Aggregator:
-    """Counters for one capture, filled batch by batch."""
+    """Counters for one capture (or byte range), filled batch by batch."""
 
-    def __init__(self, compiled_rules: CompiledRules) -> None:
+    def __init__(self, compiled_rules: CompiledRules, options: Options,
+                 compiled: bool = True) -> None:
         self.k = len(compiled_rules.categories)
-        self.packets = np.zeros(self.k, np.int64)
-        self.bytes = np.zeros(self.k, np.int64)
+        self.options = options
+        self.result = AnalysisResult.empty(
+            compiled_rules.rules.name, compiled_rules.categories,
+            interval_ns=options.series_interval_ns,
+            show_series=options.interval_ns is not None,
+            inside=Inside(options.inside).cidrs,
+        )
+        self.packets = self.result.packets
+        self.bytes = self.result.bytes
         self.anomaly_codes = np.zeros(len(ANOMALY_NAMES) + 1, np.int64)
         self.caplen_over_wire = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
+        self.inside = Inside(options.inside)
+        self.expected = np.full(self.k, -1, np.int64)
+        for name, dscp in EXPECTED_DSCP.items():
+            if name in compiled_rules.categories:
+                self.expected[compiled_rules.categories.index(name)] = dscp
+        self.flow_table: FlowTable | None = None
+        if options.flows:
+            self.flow_table = FlowTable(
+                other=compiled_rules.other, n_categories=self.k,
+                max_flows=options.max_flows, idle_timeout_ns=options.idle_timeout_ns,
+                sink=self._evicted, compiled=compiled,
+            )
+        self._next_expiry: int | None = None
 
-    def add(self, cat: np.ndarray, wire: np.ndarray, cap: np.ndarray, ts: np.ndarray,
-            h: Headers) -> None:
-        self.packets += np.bincount(cat, minlength=self.k)
+    def _evicted(self, flows: Flows) -> None:
+        assert self.result.flows is not None
+        self.result.flows.add(flows, evicted=True)
+        if self.options.flow_sink is not None:
+            self.options.flow_sink(flows)
+
+    def add(self, p: Packets) -> None:
+        """Count a batch of classified packets."""
+        if not len(p):
+            return
+        cat, side, wire, cap, ts, h = p.cat, p.side, p.wire, p.cap, p.ts, p.h
+        k, nd = self.k, len(DIRECTIONS)
+        self.packets += np.bincount(cat, minlength=k)
         # float64 weights are exact: a batch holds far less than 2**53 bytes.
-        self.bytes += np.bincount(cat, weights=wire, minlength=self.k).astype(np.int64)
+        self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
         self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
         self.caplen_over_wire += int(np.count_nonzero(cap > wire))
         lo, hi = int(ts.min()), int(ts.max())
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
+        direction = directions_of(h, self.inside)
+        cd = cat * nd + direction
+        r = self.result
+        assert r.directions is not None and r.qos is not None and r.series is not None
+        r.directions[:, :, 0] += np.bincount(cd, minlength=k * nd).reshape(k, nd)
+        r.directions[:, :, 1] += np.bincount(cd, weights=wire, minlength=k * nd).astype(
+            np.int64).reshape(k, nd)
+        expected = self.expected[cat]
+        media = expected >= 0
+        if media.any():
+            marked = media & (h.dscp == expected)
+            r.qos[:, :, 0] += np.bincount(cd[media], minlength=k * nd).reshape(k, nd)
+            r.qos[:, :, 1] += np.bincount(cd[marked], minlength=k * nd).reshape(k, nd)
+        series = r.series
+        bins = ts // series.interval_ns
+        series.cover(int(bins.min()), int(bins.max()))
+        series.add(bins, cat, direction, wire)
+        if self.flow_table is not None:
+            assert series.active is not None
+            self.flow_table.add(h, cat, side, wire, ts, bins, series.base, series.active)
+            # Expire idle flows now and then, not on every batch.
+            if self._next_expiry is None:
+                self._next_expiry = hi + self.options.idle_timeout_ns
+            elif hi >= self._next_expiry:
+                self.flow_table.expire(hi)
+                self._next_expiry = hi + self.options.idle_timeout_ns // 4
+
+    def absorb(self, later: Aggregator) -> None:
+        """Take in the aggregator of the byte range that follows this one's."""
+
+        self.result.packets += later.result.packets
+        self.result.bytes += later.result.bytes
+        r, o = self.result, later.result
+        assert r.directions is not None and o.directions is not None
+        assert r.qos is not None and o.qos is not None
+        r.directions += o.directions
+        r.qos += o.qos
+        r.series = _plus(r.series, o.series)
+        r.flows = _plus(r.flows, o.flows)
+        self.packets, self.bytes = r.packets, r.bytes
+        self.anomaly_codes += later.anomaly_codes
+        self.caplen_over_wire += later.caplen_over_wire
+        for ts in (later.first_ts, later.last_ts):
+            if ts is not None:
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+                self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if self.flow_table is not None and later.flow_table is not None:
+            assert r.series is not None
+            merge_tables(self.flow_table, later.flow_table, r.series.active, r.series.base,
+                         r.series.interval_ns)
 
     def anomalies(self) -> Counter[str]:
         out: Counter[str] = Counter()
@@ -180,12 +184,27 @@ class Aggregator:
 
 @dataclass
 class Part:
-    """A capture, or a byte range of one, analysed but not yet finished: its later
+    """A capture, or a byte range of one, analysed but not yet finished: its held-back
     fragments may still find their datagram in a neighbouring range."""
 
-    result: AnalysisResult
+    agg: Aggregator
+    summary: CaptureSummary
     fragments: FragmentTable
     end: int  # the byte offset where the reading stopped
+    flow_sink: Callable[[Flows], None] | None = None
+
+    def absorb(self, later: Part) -> None:
+        """Take in the part for the byte range that follows this one."""
+        self.agg.absorb(later.agg)
+        released = self.fragments.merge(later.fragments)
+        if released is not None:
+            self.agg.add(released)
+        s, n = self.summary, later.summary
+        s.packets += n.packets
+        s.bytes += n.bytes
+        s.complete, s.status, s.error = n.complete, n.status, n.error
+        s.warnings += n.warnings
+        self.end = later.end
 
 
 def scan(
@@ -195,14 +214,14 @@ def scan(
     byte_range: tuple[int, int] | None = None,
     progress: Progress | None = None,
     compiled: bool | None = None,
+    options: Options | None = None,
 ) -> Part:
     """Analyse a capture (or the records of ``byte_range``). Never raises for a bad
     capture: the summary says what went wrong, and every packet read before the
     damage is counted."""
-    result = AnalysisResult.empty(compiled_rules.rules.name, compiled_rules.categories)
+    options = options or Options()
     summary = CaptureSummary(path=path)
-    result.captures.append(summary)
-    agg = Aggregator(compiled_rules)
+    agg: Aggregator | None = None
     fragments = FragmentTable(compiled_rules.other)
     reported = 0
     reader = None
@@ -211,11 +230,16 @@ def scan(
         reported = reader.position
         summary.format = reader.format
         use_compiled = reader.compiled
+        agg = Aggregator(compiled_rules, options, compiled=use_compiled)
         for batch in reader:
             h = decode_batch(batch, compiled=use_compiled)
-            cat = compiled_rules.classify(h)
-            fragments.settle(h, cat, batch.wirelen, agg)
-            agg.add(cat, batch.wirelen, batch.caplen, batch.ts, h)
+            cat, side = compiled_rules.classify_with_sides(h, sides=True)
+            assert side is not None
+            packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
+            now, released = fragments.settle(packets)
+            agg.add(now)
+            if released is not None:
+                agg.add(released)
             if progress is not None:
                 progress(reader.position - reported)
                 reported = reader.position
@@ -241,29 +265,42 @@ def scan(
     end = reader.position if reader is not None else 0
     if progress is not None and reader is not None and end > reported:
         progress(end - reported)
-    result.packets += agg.packets
-    result.bytes += agg.bytes
-    result.anomalies = agg.anomalies()
+    if agg is None:
+        agg = Aggregator(compiled_rules, replace(options, flows=False), compiled=False)
+    summary.packets = int(agg.packets.sum())
+    summary.bytes = int(agg.bytes.sum())
+    return Part(agg, summary, fragments, end, options.flow_sink)
+
+
+def finish(part: Part) -> AnalysisResult:
+    """The result of a whole capture: held-back fragments whose first fragment never
+    came are counted as ``other``; the flows still in the table are summed up."""
+    agg = part.agg
+    orphans = part.fragments.finish()
+    if orphans is not None:
+        agg.add(orphans)
+    result = agg.result
+    summary = part.summary
     summary.packets = int(agg.packets.sum())
     summary.bytes = int(agg.bytes.sum())
     if agg.first_ts is not None and agg.last_ts is not None:
         summary.first_ts = agg.first_ts / 1e9
         summary.last_ts = agg.last_ts / 1e9
-    return Part(result, fragments, end)
-
-
-def finish(part: Part) -> AnalysisResult:
-    """The result of a whole capture: later fragments still waiting are orphans."""
-    result = part.result
-    orphans = part.fragments.finish()
-    if orphans:
-        result.anomalies["fragment-without-first"] += orphans
-    for summary in result.captures:
-        for lt in summary.link_types:
-            if lt not in KNOWN_LINKTYPES:
-                summary.warnings.append(
-                    f"{summary.path}: link type {lt} is not decoded; its packets count as non-ip"
-                )
+    result.captures = [summary]
+    result.anomalies = agg.anomalies()
+    if orphans is not None:
+        result.anomalies["fragment-without-first"] += len(orphans)
+    if agg.flow_table is not None and result.flows is not None:
+        rows = agg.flow_table.rows()
+        result.flows.add(rows)
+        if part.flow_sink is not None and len(rows):
+            part.flow_sink(rows)  # evicted flows went there as they were evicted
+        agg.flow_table = None
+    for lt in summary.link_types:
+        if lt not in KNOWN_LINKTYPES:
+            summary.warnings.append(
+                f"{summary.path}: link type {lt} is not decoded; its packets count as non-ip"
+            )
     return result
 
 
@@ -273,9 +310,11 @@ def analyze_capture(
     *,
     progress: Progress | None = None,
     compiled: bool | None = None,
+    options: Options | None = None,
 ) -> AnalysisResult:
     """Analyse one capture (see :func:`scan`)."""
-    return finish(scan(path, compiled_rules, progress=progress, compiled=compiled))
+    return finish(scan(path, compiled_rules, progress=progress, compiled=compiled,
+                       options=options))
 
 
 def expand_paths(paths: Iterable[str], *, pattern: str = "*") -> list[str]:
@@ -302,6 +341,7 @@ def analyze(
     rules: RuleSet | str | Path | None = None,
     jobs: int = 1,
     progress: Progress | None = None,
+    options: Options | None = None,
 ) -> AnalysisResult:
     """Analyse captures and return their merged result.
 
@@ -314,16 +354,32 @@ def analyze(
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     compiled_rules = compile_rules(ruleset)
     files = expand_paths([paths] if isinstance(paths, str) else paths)
+    opts = options or Options()
+    if opts.flow_sink is not None:
+        jobs = 1  # flow records go to one sink, in this process
     ranges = plan_ranges(files[0], jobs) if jobs > 1 and len(files) == 1 else None
     if ranges is not None:
-        parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress)]
+        parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress,
+                               options=opts)]
     elif jobs > 1 and len(files) > 1:
         from .parallel import analyze_parallel  # only for several jobs
 
-        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress)
+        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress, options=opts)
     else:
-        parts = [analyze_capture(f, compiled_rules, progress=progress) for f in files]
-    result = AnalysisResult.empty(ruleset.name, compiled_rules.categories)
+        parts = [analyze_capture(f, compiled_rules, progress=progress, options=opts)
+                 for f in files]
+    result = AnalysisResult.empty(
+        ruleset.name, compiled_rules.categories, interval_ns=opts.series_interval_ns,
+        show_series=opts.interval_ns is not None, inside=Inside(opts.inside).cidrs,
+    )
     for part in parts:
         result = result + part
     return result
+
+
+def _plus(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b

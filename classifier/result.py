@@ -12,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .flows import FlowSummary
+from .measures import DIRECTIONS, EXPECTED_DSCP, Series
+
 __all__ = ["SCHEMA", "AnalysisResult", "CaptureSummary", "Totals"]
 
 #: Version of the JSON document written by :meth:`AnalysisResult.to_dict`.
-SCHEMA = 1
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,26 @@ class AnalysisResult:
     bytes: np.ndarray
     captures: list[CaptureSummary] = field(default_factory=list)
     anomalies: Counter[str] = field(default_factory=Counter)
+    #: [category, direction, packets/bytes]
+    directions: np.ndarray | None = None
+    #: [category, direction, packets/marked as recommended]
+    qos: np.ndarray | None = None
+    series: Series | None = None
+    show_series: bool = False
+    flows: FlowSummary | None = None
+    inside: tuple[str, ...] = ()
 
     @classmethod
-    def empty(cls, rules: str, category_names: tuple[str, ...]) -> AnalysisResult:
-        k = len(category_names)
-        return cls(rules, category_names, np.zeros(k, np.int64), np.zeros(k, np.int64))
+    def empty(cls, rules: str, category_names: tuple[str, ...], *,
+              interval_ns: int = 1_000_000_000, show_series: bool = False,
+              inside: tuple[str, ...] = ()) -> AnalysisResult:
+        k, d = len(category_names), len(DIRECTIONS)
+        return cls(
+            rules, category_names, np.zeros(k, np.int64), np.zeros(k, np.int64),
+            directions=np.zeros((k, d, 2), np.int64), qos=np.zeros((k, d, 2), np.int64),
+            series=Series(interval_ns, k), show_series=show_series,
+            flows=FlowSummary(category_names, EXPECTED_DSCP), inside=inside,
+        )
 
     @property
     def categories(self) -> dict[str, Totals]:
@@ -117,11 +135,18 @@ class AnalysisResult:
             self.bytes + other.bytes,
             self.captures + other.captures,
             self.anomalies + other.anomalies,
+            directions=_add(self.directions, other.directions),
+            qos=_add(self.qos, other.qos),
+            series=_add(self.series, other.series),
+            show_series=self.show_series or other.show_series,
+            flows=_add(self.flows, other.flows),
+            inside=self.inside or other.inside,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document (schema 1)."""
-        return {
+        """The JSON document (schema 2: schema 1's keys, then directions, flows,
+        rates, QoS and, when asked for, the time series)."""
+        doc: dict[str, Any] = {
             "schema": SCHEMA,
             "rules": self.rules,
             "captures": [c.to_dict() for c in self.captures],
@@ -129,3 +154,82 @@ class AnalysisResult:
             "categories": {name: t.to_dict() for name, t in self.categories.items()},
             "anomalies": dict(sorted(self.anomalies.items())),
         }
+        names = self.category_names
+        if self.directions is not None:
+            doc["inside"] = list(self.inside)
+            doc["directions"] = {
+                c: {d: {"packets": int(self.directions[i, j, 0]),
+                        "bytes": int(self.directions[i, j, 1])}
+                    for j, d in enumerate(DIRECTIONS)}
+                for i, c in enumerate(names)
+            }
+        if self.flows is not None:
+            f = self.flows
+            doc["flows_summary"] = {
+                "flows": int(f.flows.sum()),
+                "evicted": f.evicted,
+                "categories": {c: int(f.flows[i]) for i, c in enumerate(names)},
+            }
+        if self.series is not None:
+            doc["rates"] = self._rates()
+        if self.qos is not None and self.flows is not None:
+            doc["qos"] = self._qos()
+        if self.series is not None and self.show_series:
+            doc["series"] = self._series()
+        return doc
+
+    def _rates(self) -> dict[str, Any]:
+        assert self.series is not None
+        r = self.series.rates()
+        return {
+            "interval_s": self.series.interval_ns / 1e9,
+            "categories": {
+                c: {d: {"average_bps": round(float(r[i, j, 0]), 3),
+                        "peak_bps": round(float(r[i, j, 1]), 3),
+                        "p95_bps": round(float(r[i, j, 2]), 3)}
+                    for j, d in enumerate(DIRECTIONS)}
+                for i, c in enumerate(self.category_names)
+            },
+        }
+
+    def _qos(self) -> dict[str, Any]:
+        assert self.qos is not None and self.flows is not None
+        out: dict[str, Any] = {"categories": {}, "flows": {}, "reported": self.flows.reported}
+        for name, dscp in EXPECTED_DSCP.items():
+            if name not in self.category_names:
+                continue
+            i = self.category_names.index(name)
+            entry: dict[str, Any] = {"expected_dscp": dscp}
+            for j, d in enumerate(DIRECTIONS[:2]):
+                packets, marked = (int(x) for x in self.qos[i, j])
+                entry[d] = {"packets": packets, "marked": marked,
+                            "share": round(marked / packets, 6) if packets else None}
+            out["categories"][name] = entry
+            ok, missing, wrong = (int(x) for x in self.flows.verdicts[i])
+            out["flows"][name] = {"ok": ok, "missing": missing, "wrong": wrong}
+        return out
+
+    def _series(self) -> dict[str, Any]:
+        s = self.series
+        assert s is not None
+        if s.packets is None or s.bytes is None or s.active is None:
+            return {"interval_s": s.interval_ns / 1e9, "start": None, "packets": {},
+                    "bytes": {}, "active_flows": {}}
+        names = self.category_names
+        return {
+            "interval_s": s.interval_ns / 1e9,
+            "start": s.base * s.interval_ns / 1e9,
+            "packets": {c: {d: s.packets[:, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
+                        for i, c in enumerate(names)},
+            "bytes": {c: {d: s.bytes[:, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
+                      for i, c in enumerate(names)},
+            "active_flows": {c: s.active[:, i].tolist() for i, c in enumerate(names)},
+        }
+
+
+def _add(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b

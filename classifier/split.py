@@ -117,10 +117,13 @@ def plan_ranges(path: str, parts: int, *, min_bytes: int = SPLIT_MIN_BYTES,
     return list(zip(starts, [*starts[1:], size], strict=True))
 
 
-def _scan_range(path: str, rules: RuleSet, byte_range: tuple[int, int]) -> object:
-    from .pipeline import scan  # resolved in the worker
+def _scan_range(path: str, rules: RuleSet, byte_range: tuple[int, int],
+                options: object = None) -> object:
+    from .pipeline import Options, scan  # resolved in the worker
 
-    return scan(path, compile_rules(rules), byte_range=byte_range, compiled=True)
+    assert options is None or isinstance(options, Options)
+    return scan(path, compile_rules(rules), byte_range=byte_range, compiled=True,
+                options=options)
 
 
 def analyze_split(
@@ -130,9 +133,12 @@ def analyze_split(
     ranges: Sequence[tuple[int, int]],
     *,
     progress: Callable[[int], None] | None = None,
+    options: object = None,
 ) -> AnalysisResult:
     """Analyse ``ranges`` of one capture in parallel processes and merge them."""
-    from .pipeline import Part, analyze_capture, finish  # import cycle
+    from .pipeline import Options, Part, analyze_capture, finish  # import cycle
+
+    opts = options if isinstance(options, Options) else Options()
 
     # Load the compiled kernels before forking, so that no worker loads them again.
     find_record.compiled  # noqa: B018
@@ -140,7 +146,7 @@ def analyze_split(
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=ctx) as pool:
-        futures = [pool.submit(_scan_range, path, rules, r) for r in ranges]
+        futures = [pool.submit(_scan_range, path, rules, r, opts) for r in ranges]
         parts: list[Part] = []
         for fut, (start, stop) in zip(futures, ranges, strict=True):
             part = fut.result()
@@ -149,34 +155,14 @@ def analyze_split(
             if progress is not None:
                 progress(stop - start)
     merged = parts[0]
-    summary = merged.result.captures[0]
     for (_, stop), part in zip(ranges, parts[1:], strict=False):
-        if summary.status == "corrupt":
+        if merged.summary.status == "corrupt":
             break  # damage stops the reading, as it does in one piece
         if merged.end != stop:
             # A boundary was not a record boundary after all: read it in one piece.
-            return analyze_capture(path, compiled_rules, compiled=True)
-        nxt = part.result.captures[0]
-        merged.result.packets += part.result.packets
-        merged.result.bytes += part.result.bytes
-        merged.result.anomalies += part.result.anomalies
-        merged.fragments.merge(part.fragments, merged.result)
-        summary.packets += nxt.packets
-        summary.bytes += nxt.bytes
-        summary.first_ts = _pick(min, summary.first_ts, nxt.first_ts)
-        summary.last_ts = _pick(max, summary.last_ts, nxt.last_ts)
-        summary.complete, summary.status, summary.error = nxt.complete, nxt.status, nxt.error
-        summary.warnings += nxt.warnings
-        merged.end = part.end
+            return analyze_capture(path, compiled_rules, compiled=True, options=opts)
+        merged.absorb(part)
     return finish(merged)
-
-
-def _pick(f: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return f(a, b)
 
 
 def warm_up() -> None:

@@ -181,9 +181,9 @@ def network_packets(draw: st.DrawFn) -> tuple[int, bytes]:
 
 
 @st.composite
-def ether_payloads(draw: st.DrawFn) -> tuple[int, bytes]:
+def ether_payloads(draw: st.DrawFn, stacked: bool = True) -> tuple[int, bytes]:
     """(EtherType, what follows it): a network packet, maybe in MPLS or a PPPoE session,
-    under any stack of VLAN tags and FabricPath headers."""
+    under any stack of VLAN tags and FabricPath headers (none unless ``stacked``)."""
     et, body = draw(network_packets())
     inner = draw(st.sampled_from(("", "", "mpls", "pppoe")))
     if inner == "mpls":
@@ -198,7 +198,9 @@ def ether_payloads(draw: st.DrawFn) -> tuple[int, bytes]:
         body = b"\x11\x00" + _be16(draw(st.integers(0, 0xFFFF))) + _be16(len(body) + 2) \
             + _be16(ppp) + body
         et = 0x8864
-    for outer in draw(st.lists(st.sampled_from(("vlan", "fabricpath")), max_size=3)):
+    outers = draw(st.lists(st.sampled_from(("vlan", "fabricpath")), max_size=3)) if stacked \
+        else []
+    for outer in outers:
         if outer == "vlan":
             tci = draw(st.integers(0, 0xFFFF))
             body = _be16(tci) + _be16(et) + body
@@ -229,7 +231,9 @@ def link_frames(draw: st.DrawFn, linktype: int) -> bytes:
         if linktype == 108 or draw(st.booleans()):
             return value.to_bytes(4, "big") + body
         return value.to_bytes(4, "little") + body
-    et, body = draw(ether_payloads())
+    # PPP framing carries IP or MPLS only; else Cisco HDLC framing, with an EtherType.
+    ppp_framing = linktype in (9, 50) and draw(st.sampled_from((True, True, True, False)))
+    et, body = draw(ether_payloads(stacked=not ppp_framing))
     if linktype == 1:
         return draw(st.binary(min_size=12, max_size=12)) + _be16(et) + body
     if linktype == 113:
@@ -238,7 +242,7 @@ def link_frames(draw: st.DrawFn, linktype: int) -> bytes:
         return _be16(et) + b"\x00\x00\x00\x00\x00\x02\x00\x01\x00\x06" + bytes(8) + body
     if linktype in (9, 50):
         ppp = {0x0800: 0x0021, 0x86DD: 0x0057, 0x8847: 0x0281, 0x8848: 0x0283}.get(et)
-        if ppp is not None and draw(st.sampled_from((True, True, True, False))):
+        if ppp is not None and ppp_framing:
             return draw(st.sampled_from((b"", b"\xff\x03"))) + _be16(ppp) + body
     # Cisco HDLC (104), also as the framing of a PPP capture (9, 50)
     return bytes((draw(st.sampled_from((0x0F, 0x8F))), 0)) + _be16(et) + body
@@ -246,10 +250,11 @@ def link_frames(draw: st.DrawFn, linktype: int) -> bytes:
 
 @st.composite
 def captures(draw: st.DrawFn, max_packets: int = 30) -> tuple[int, list[tuple[int, bytes, int]]]:
-    """(link type, records) of a small capture: frames of one link type, each cut to a
-    random snaplen now and then, the wire length sometimes longer (an FCS not kept)."""
+    """(link type, records) of a small capture: frames of one link type, all cut by the
+    capture's snaplen (when it has one) and now and then one cut at a random length;
+    the wire length is sometimes 4 bytes longer (an FCS not kept)."""
     linktype = draw(st.sampled_from(CAPTURE_LINKTYPES))
-    snaplen = draw(st.sampled_from((None, None, 40, 54, 64, 68, 96)))
+    snaplen = draw(st.sampled_from((None,) * 5 + (40, 54, 64, 68, 96)))
     out = []
     ts = 1_428_312_600 * 1_000_000_000
     for _ in range(draw(st.integers(1, max_packets))):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 MIX = "office365-mix.pcap"
-SCHEMA_KEYS = {"schema", "rules", "captures", "totals", "categories", "anomalies"}
+SCHEMA_1_KEYS = {"schema", "rules", "captures", "totals", "categories", "anomalies"}
+SCHEMA_2_KEYS = SCHEMA_1_KEYS | {"inside", "directions", "flows_summary", "rates", "qos"}
 CAPTURE_KEYS = {"path", "format", "link_types", "packets", "bytes", "first_ts", "last_ts",
                 "complete", "error"}
 
@@ -35,8 +36,10 @@ def test_json_has_exactly_the_schema_keys(pcaps_dir: Path) -> None:
     proc = run("analyze", "--format", "json", str(pcaps_dir / MIX))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == SCHEMA_KEYS
-    assert doc["schema"] == 1 and doc["rules"] == "office365-2015"
+    assert set(doc) == SCHEMA_2_KEYS  # schema 1's keys, unchanged, and the new sections
+    assert list(doc)[:6] == ["schema", "rules", "captures", "totals", "categories",
+                             "anomalies"]
+    assert doc["schema"] == 2 and doc["rules"] == "office365-2015"
     assert set(doc["captures"][0]) == CAPTURE_KEYS
     assert set(doc["totals"]) == {"packets", "bytes"}
     assert list(doc["categories"])[-2:] == ["other", "non-ip"]

@@ -93,7 +93,7 @@ def test_analyze(name: str, pcaps_dir: Path) -> None:
     path = str(pcaps_dir / name)
     result = classifier.analyze([path])
     doc = result.to_dict()
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     assert doc["rules"] == "office365-2015"
     check_counts(doc, expected)
     assert result.exit_code == expected["exit"]

@@ -1,0 +1,524 @@
+"""Bidirectional flows: who sent what, when, with which DSCP marking.
+
+A flow is (protocol, the two address/port ends). Packets update a hash table held in
+numpy arrays; the update is one kernel loop, since each packet may create the flow
+the next one finds. Each flow knows its client end: the end that matched the client
+side of its rule; else the sender of a TCP SYN; else the end with the higher port.
+
+The table is bounded: flows idle longer than the idle timeout, and when it is full
+the least recently seen ones, are *evicted*: handed to a sink (written out, or just
+counted) and forgotten. Their packets and bytes stay in every total.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._jit import kernel
+from .decode import Headers
+
+__all__ = ["FLOW_COLUMNS", "FlowTable", "Flows", "update_flows"]
+
+# Columns of the ``keys`` table (int64): the two ends in canonical order (end 1 is the
+# lower (address, port)), then the protocol.
+K_A_HI, K_A_LO, K_B_HI, K_B_LO, K_PORTS, K_PROTO = range(6)
+# Columns of the ``stats`` table (int64).
+(S_FIRST, S_LAST, S_PK_UP, S_BY_UP, S_PK_DN, S_BY_DN, S_CAT, S_CLIENT_A, S_LAST_BIN,
+ S_DSCP_OTHER) = range(10)
+N_STATS = 10
+DSCP_SLOTS = 4  # distinct DSCP values counted per flow; the rest add to S_DSCP_OTHER
+
+EMPTY = -1
+_SIGN = -(1 << 63)  # flipping the sign bit makes signed order unsigned order
+_M64 = (1 << 64) - 1
+
+
+def _flow_hash_py(a_hi, a_lo, b_hi, b_lo, ports, pr):  # type: ignore[no-untyped-def]
+    h = 0x9E3779B97F4A7C15
+    for v in (a_hi, a_lo, b_hi, b_lo, ports, pr):
+        h = ((h ^ (int(v) & _M64)) * 0xFF51AFD7ED558CCD) & _M64
+        h ^= h >> 33
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+@kernel(inline=True, interpreted=_flow_hash_py)
+def flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr):  # type: ignore[no-untyped-def]
+    """A 63-bit hash of a flow key (the same compiled and interpreted)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for v in (a_hi, a_lo, b_hi, b_lo, ports, pr):
+        h = (h ^ np.uint64(v)) * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@kernel
+def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
+    """Index rows 0..count-1 of ``keys`` into the empty open-addressing ``slots``."""
+    mask = slots.shape[0] - 1
+    for row in range(count):
+        j = flow_hash(keys[row, 0], keys[row, 1], keys[row, 2], keys[row, 3], keys[row, 4],
+                      keys[row, 5]) & mask
+        while slots[j] != EMPTY:
+            j = (j + 1) & mask
+        slots[j] = row
+
+
+@kernel
+def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_flags,  # type: ignore[no-untyped-def]
+                 cat, other, wire, ts, dscp, ip, bins, bin_base, active, slots, keys,
+                 stats, dscp_val, dscp_cnt, count):
+    """Add a batch of packets to the flow table; returns the new number of flows, or
+    -1 - i when the table filled up at packet i (the caller grows it and resumes).
+
+    ``slots`` is the open-addressing index (a power of two long, EMPTY or a flow row);
+    ``active[bin - bin_base, cat]`` counts each flow once per interval it is seen in
+    (``bins`` empty: no series).
+    """
+    mask = slots.shape[0] - 1
+    capacity = keys.shape[0]
+    use_bins = bins.shape[0] > 0
+    for i in range(proto.shape[0]):
+        if ip[i] == 0:
+            continue
+        s_hi = src_hi[i]
+        s_lo = src_lo[i]
+        d_hi = dst_hi[i]
+        d_lo = dst_lo[i]
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        # Canonical order: the lower (address, port) end first, as unsigned numbers.
+        if s_hi != d_hi:
+            swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
+        elif s_lo != d_lo:
+            swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
+        else:
+            swap = sp > dp
+        if swap:
+            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
+        else:
+            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
+        pr = np.int64(proto[i])
+        j = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
+        row = -1
+        while True:
+            r = slots[j]
+            if r == EMPTY:
+                break
+            if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
+                    and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
+                row = r
+                break
+            j = (j + 1) & mask
+        t = ts[i]
+        c = cat[i]
+        if row < 0:
+            if count >= capacity:
+                return -1 - i
+            row = count
+            count += 1
+            slots[j] = row
+            keys[row, 0] = a_hi
+            keys[row, 1] = a_lo
+            keys[row, 2] = b_hi
+            keys[row, 3] = b_lo
+            keys[row, 4] = ports
+            keys[row, 5] = pr
+            # Which end is the client: the rule's, else a SYN's sender, else the
+            # higher port.
+            sd = side[i]
+            if sd < 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
+                sd = 1
+            elif sd < 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x12:
+                sd = 0
+            elif sd < 0:
+                sd = 1 if sp >= dp else 0
+            src_is_a = not swap
+            stats[row, S_CLIENT_A] = 1 if (sd == 1) == src_is_a else 0
+            stats[row, S_FIRST] = t
+            stats[row, S_LAST] = t
+            stats[row, S_PK_UP] = 0
+            stats[row, S_BY_UP] = 0
+            stats[row, S_PK_DN] = 0
+            stats[row, S_BY_DN] = 0
+            stats[row, S_CAT] = c
+            stats[row, S_LAST_BIN] = -(1 << 62)
+            stats[row, S_DSCP_OTHER] = 0
+            for k in range(dscp_val.shape[1]):
+                dscp_val[row, k] = -1
+                dscp_cnt[row, k] = 0
+        else:
+            if t < stats[row, S_FIRST]:
+                stats[row, S_FIRST] = t
+            if t > stats[row, S_LAST]:
+                stats[row, S_LAST] = t
+            if stats[row, S_CAT] == other and c != other:
+                stats[row, S_CAT] = c
+        up = (stats[row, S_CLIENT_A] == 1) == (not swap)
+        if up:
+            stats[row, S_PK_UP] += 1
+            stats[row, S_BY_UP] += wire[i]
+        else:
+            stats[row, S_PK_DN] += 1
+            stats[row, S_BY_DN] += wire[i]
+        d = np.int64(dscp[i])
+        placed = False
+        for k in range(dscp_val.shape[1]):
+            if dscp_val[row, k] == d:
+                dscp_cnt[row, k] += 1
+                placed = True
+                break
+            if dscp_val[row, k] == -1:
+                dscp_val[row, k] = d
+                dscp_cnt[row, k] = 1
+                placed = True
+                break
+        if not placed:
+            stats[row, S_DSCP_OTHER] += 1
+        if use_bins:
+            b = bins[i]
+            if b > stats[row, S_LAST_BIN]:
+                stats[row, S_LAST_BIN] = b
+                active[b - bin_base, stats[row, S_CAT]] += 1
+    return count
+
+
+#: The columns of a flow record, as written to Parquet or CSV.
+FLOW_COLUMNS = (
+    "protocol", "client_addr", "client_port", "server_addr", "server_port", "category",
+    "first_ts", "last_ts", "packets_up", "bytes_up", "packets_down", "bytes_down", "dscp",
+)
+
+
+@dataclass
+class Flows:
+    """Flow records as columns (rows of the table, or an evicted chunk)."""
+
+    keys: np.ndarray
+    stats: np.ndarray
+    dscp_val: np.ndarray
+    dscp_cnt: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+
+@dataclass
+class FlowTable:
+    """The bounded flow table of one capture (see the module docstring)."""
+
+    other: int
+    n_categories: int
+    max_flows: int = 1_000_000
+    idle_timeout_ns: int = 300 * 1_000_000_000
+    sink: Callable[[Flows], None] | None = None
+    compiled: bool = True
+    count: int = 0
+    evicted: int = 0
+    total: int = 0  # flows created, evicted ones included
+    keys: np.ndarray = field(init=False)
+    stats: np.ndarray = field(init=False)
+    dscp_val: np.ndarray = field(init=False)
+    dscp_cnt: np.ndarray = field(init=False)
+    slots: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._allocate(min(self.max_flows, 4096))
+
+    def _allocate(self, capacity: int) -> None:
+        self.keys = np.zeros((capacity, 6), np.int64)
+        self.stats = np.zeros((capacity, N_STATS), np.int64)
+        self.dscp_val = np.full((capacity, DSCP_SLOTS), -1, np.int64)
+        self.dscp_cnt = np.zeros((capacity, DSCP_SLOTS), np.int64)
+        self.slots = np.full(_pow2(capacity * 2), EMPTY, np.int64)
+
+    def add(self, h: Headers, cat: np.ndarray, side: np.ndarray, wire: np.ndarray,
+            ts: np.ndarray, bins: np.ndarray, bin_base: int, active: np.ndarray) -> None:
+        """Add a batch (``bins``/``active``: the series, see :func:`update_flows`)."""
+        kern = update_flows.select(self.compiled)
+        start = 0
+        n = len(h)
+        while start < n:
+            sl = slice(start, n)
+            before = self.count
+            res = int(kern(
+                h.proto[sl], h.src_hi[sl].view(np.int64), h.src_lo[sl].view(np.int64),
+                h.dst_hi[sl].view(np.int64), h.dst_lo[sl].view(np.int64),
+                h.sport[sl], h.dport[sl], side[sl], h.tcp_flags[sl], cat[sl], self.other,
+                wire[sl], ts[sl], h.dscp[sl], h.ip[sl], bins[sl] if bins.size else bins,
+                bin_base, active, self.slots, self.keys, self.stats, self.dscp_val,
+                self.dscp_cnt, self.count,
+            ))
+            if res >= 0:
+                self.total += res - before
+                self.count = res
+                break
+            stopped = -1 - res
+            self.count = self.keys.shape[0]
+            self.total += self.count - before
+            start += stopped
+            self._make_room(int(ts[start]))
+
+    def _make_room(self, now: int) -> None:
+        """Full: evict idle flows, then the least recently seen, or grow."""
+        last = self.stats[: self.count, S_LAST]
+        keep = last >= now - self.idle_timeout_ns
+        if keep.all() and self.count < self.max_flows:
+            self._resize(min(self.max_flows, self.count * 2), keep)
+            return
+        if keep.sum() > self.max_flows // 2:
+            # Still too full: keep the most recently seen half.
+            order = np.argsort(last, kind="stable")
+            keep = np.zeros(self.count, bool)
+            keep[order[self.count - self.max_flows // 2 :]] = True
+        self._evict(~keep)
+        self._resize(self.keys.shape[0], np.ones(self.count, bool))
+
+    def expire(self, now: int) -> None:
+        """Evict the flows idle since before ``now`` minus the idle timeout."""
+        if self.count:
+            idle = self.stats[: self.count, S_LAST] < now - self.idle_timeout_ns
+            if idle.any():
+                self._evict(idle)
+                self._resize(self.keys.shape[0], np.ones(self.count, bool))
+
+    def _evict(self, gone: np.ndarray) -> None:
+        n = self.count
+        out = self.rows(gone)
+        self.evicted += len(out)
+        if self.sink is not None and len(out):
+            self.sink(out)
+        keep = ~gone
+        m = int(keep.sum())
+        self.keys[:m] = self.keys[:n][keep]
+        self.stats[:m] = self.stats[:n][keep]
+        self.dscp_val[:m] = self.dscp_val[:n][keep]
+        self.dscp_cnt[:m] = self.dscp_cnt[:n][keep]
+        self.count = m
+
+    def _resize(self, capacity: int, keep: np.ndarray) -> None:
+        n = self.count
+        old = (self.keys[:n][keep], self.stats[:n][keep], self.dscp_val[:n][keep],
+               self.dscp_cnt[:n][keep])
+        self._allocate(max(capacity, 16))
+        m = len(old[0])
+        self.keys[:m], self.stats[:m], self.dscp_val[:m], self.dscp_cnt[:m] = old
+        self.count = m
+        self._reindex()
+
+    def _reindex(self) -> None:
+        """Rebuild the slot index after rows moved."""
+        place_flows.select(self.compiled)(self.keys, self.count, self.slots)
+
+    def rows(self, select: np.ndarray | None = None) -> Flows:
+        n = self.count
+        sel = slice(0, n) if select is None else select
+        return Flows(self.keys[:n][sel].copy(), self.stats[:n][sel].copy(),
+                     self.dscp_val[:n][sel].copy(), self.dscp_cnt[:n][sel].copy())
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+def address(hi: int, lo: int) -> str:
+    """A 128-bit address as text: IPv4-mapped ones as dotted quads."""
+    hi &= (1 << 64) - 1
+    lo &= (1 << 64) - 1
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+def flow_columns(flows: Flows, categories: tuple[str, ...]) -> dict[str, list[object]]:
+    """Flow records as named columns (client and server ends resolved)."""
+    k, st = flows.keys, flows.stats
+    client_a = st[:, S_CLIENT_A] == 1
+    ports = k[:, K_PORTS]
+    pa, pb = (ports >> 16) & 0xFFFF, ports & 0xFFFF
+    a = [address(h, lo) for h, lo in zip(k[:, K_A_HI].tolist(), k[:, K_A_LO].tolist(),
+                                         strict=True)]
+    b = [address(h, lo) for h, lo in zip(k[:, K_B_HI].tolist(), k[:, K_B_LO].tolist(),
+                                         strict=True)]
+    cols: dict[str, list[object]] = {
+        "protocol": k[:, K_PROTO].tolist(),
+        "client_addr": [x if c else y for x, y, c in zip(a, b, client_a.tolist(), strict=True)],
+        "client_port": np.where(client_a, pa, pb).tolist(),
+        "server_addr": [y if c else x for x, y, c in zip(a, b, client_a.tolist(), strict=True)],
+        "server_port": np.where(client_a, pb, pa).tolist(),
+        "category": [categories[c] for c in st[:, S_CAT].tolist()],
+        "first_ts": (st[:, S_FIRST] / 1e9).tolist(),
+        "last_ts": (st[:, S_LAST] / 1e9).tolist(),
+        "packets_up": st[:, S_PK_UP].tolist(),
+        "bytes_up": st[:, S_BY_UP].tolist(),
+        "packets_down": st[:, S_PK_DN].tolist(),
+        "bytes_down": st[:, S_BY_DN].tolist(),
+        "dscp": [dscp_counts(flows, i) for i in range(len(flows))],
+    }
+    return cols
+
+
+def dscp_counts(flows: Flows, i: int) -> str:
+    """The DSCP values a flow's packets carried, with counts: ``46:120 0:3``."""
+    parts = [f"{v}:{c}" for v, c in zip(flows.dscp_val[i].tolist(), flows.dscp_cnt[i].tolist(),
+                                        strict=True) if v >= 0]
+    other = int(flows.stats[i, S_DSCP_OTHER])
+    if other:
+        parts.append(f"more:{other}")
+    return " ".join(parts)
+
+
+#: Flows listed by name in the QoS audit at most (the worst, by packets).
+QOS_REPORTED = 100
+VERDICTS = ("ok", "missing", "wrong")
+
+
+@dataclass
+class FlowSummary:
+    """What the flows of one or more captures add up to (mergeable with ``+``)."""
+
+    categories: tuple[str, ...]
+    expected_dscp: dict[str, int]
+    flows: np.ndarray = field(init=False)  # per category
+    verdicts: np.ndarray = field(init=False)  # [category, ok/missing/wrong]
+    evicted: int = 0
+    reported: list[dict[str, object]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.flows = np.zeros(len(self.categories), np.int64)
+        self.verdicts = np.zeros((len(self.categories), 3), np.int64)
+
+    def add(self, flows: Flows, *, evicted: bool = False) -> None:
+        if not len(flows):
+            return
+        cats = flows.stats[:, S_CAT]
+        self.flows += np.bincount(cats, minlength=len(self.categories))
+        if evicted:
+            self.evicted += len(flows)
+        for name, dscp in self.expected_dscp.items():
+            if name not in self.categories:
+                continue
+            c = self.categories.index(name)
+            rows = np.flatnonzero(cats == c)
+            if rows.size == 0:
+                continue
+            vals, cnts = flows.dscp_val[rows], flows.dscp_cnt[rows]
+            other = flows.stats[rows, S_DSCP_OTHER]
+            right = np.where(vals == dscp, cnts, 0).sum(axis=1)
+            zero = np.where(vals == 0, cnts, 0).sum(axis=1)
+            total = cnts.sum(axis=1) + other
+            verdict = np.where(right == total, 0, np.where(right + zero == total, 1, 2))
+            self.verdicts[c] += np.bincount(verdict, minlength=3)
+            bad = rows[verdict > 0]
+            if bad.size:
+                self._report(flows, bad, verdict[verdict > 0], name, dscp)
+
+    def _report(self, flows: Flows, rows: np.ndarray, verdict: np.ndarray, name: str,
+                dscp: int) -> None:
+        packets = flows.stats[rows, S_PK_UP] + flows.stats[rows, S_PK_DN]
+        order = np.argsort(-packets, kind="stable")[:QOS_REPORTED]
+        sub = Flows(flows.keys[rows[order]], flows.stats[rows[order]],
+                    flows.dscp_val[rows[order]], flows.dscp_cnt[rows[order]])
+        cols = flow_columns(sub, self.categories)
+        for i in range(len(sub)):
+            self.reported.append({
+                "protocol": cols["protocol"][i],
+                "client": f"{cols['client_addr'][i]}:{cols['client_port'][i]}",
+                "server": f"{cols['server_addr'][i]}:{cols['server_port'][i]}",
+                "category": name, "expected_dscp": dscp, "dscp": cols["dscp"][i],
+                "packets": int(packets[order[i]]),
+                "verdict": VERDICTS[int(verdict[order[i]])],
+            })
+        self._trim()
+
+    def _trim(self) -> None:
+        self.reported.sort(key=lambda r: (-int(str(r["packets"])), str(r["client"]),
+                                          str(r["server"])))
+        del self.reported[QOS_REPORTED:]
+
+    def __add__(self, other: FlowSummary) -> FlowSummary:
+        out = FlowSummary(self.categories, self.expected_dscp)
+        out.flows = self.flows + other.flows
+        out.verdicts = self.verdicts + other.verdicts
+        out.evicted = self.evicted + other.evicted
+        out.reported = self.reported + other.reported
+        out._trim()
+        return out
+
+
+@kernel
+def find_flows(keys, slots, wanted, count):  # type: ignore[no-untyped-def]
+    """Row of each of the first ``count`` keys of ``wanted`` in a table (-1 if absent)."""
+    mask = slots.shape[0] - 1
+    out = np.full(count, -1, np.int64)
+    for i in range(count):
+        j = flow_hash(wanted[i, 0], wanted[i, 1], wanted[i, 2], wanted[i, 3], wanted[i, 4],
+                      wanted[i, 5]) & mask
+        while slots[j] != EMPTY:
+            r = slots[j]
+            if keys[r, 0] == wanted[i, 0] and keys[r, 1] == wanted[i, 1] \
+                    and keys[r, 2] == wanted[i, 2] and keys[r, 3] == wanted[i, 3] \
+                    and keys[r, 4] == wanted[i, 4] and keys[r, 5] == wanted[i, 5]:
+                out[i] = r
+                break
+            j = (j + 1) & mask
+    return out
+
+
+def merge_tables(first: FlowTable, later: FlowTable, active: np.ndarray | None,
+                 base: int, interval_ns: int) -> None:
+    """Fold ``later`` (the flows of the byte range after ``first``'s) into ``first``:
+    a flow seen on both sides of the split is one flow, its client end the one
+    ``first`` chose; an interval both counted it active in is counted once."""
+    n = later.count
+    if n == 0:
+        return
+    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, n)
+    hit = np.flatnonzero(idx >= 0)
+    a, b = idx[hit], hit
+    s, t = first.stats, later.stats
+    flip = s[a, S_CLIENT_A] != t[b, S_CLIENT_A]
+    s[a, S_PK_UP] += np.where(flip, t[b, S_PK_DN], t[b, S_PK_UP])
+    s[a, S_BY_UP] += np.where(flip, t[b, S_BY_DN], t[b, S_BY_UP])
+    s[a, S_PK_DN] += np.where(flip, t[b, S_PK_UP], t[b, S_PK_DN])
+    s[a, S_BY_DN] += np.where(flip, t[b, S_BY_UP], t[b, S_BY_DN])
+    s[a, S_FIRST] = np.minimum(s[a, S_FIRST], t[b, S_FIRST])
+    s[a, S_LAST] = np.maximum(s[a, S_LAST], t[b, S_LAST])
+    if active is not None:
+        shared = s[a, S_LAST_BIN] == t[b, S_FIRST] // interval_ns
+        if shared.any():
+            np.subtract.at(active, (s[a, S_LAST_BIN][shared] - base, t[b, S_CAT][shared]), 1)
+    s[a, S_LAST_BIN] = np.maximum(s[a, S_LAST_BIN], t[b, S_LAST_BIN])
+    upgrade = (s[a, S_CAT] == first.other) & (t[b, S_CAT] != first.other)
+    s[a[upgrade], S_CAT] = t[b[upgrade], S_CAT]
+    s[a, S_DSCP_OTHER] += t[b, S_DSCP_OTHER]
+    for row, src in zip(a.tolist(), b.tolist(), strict=True):
+        for v, c in zip(later.dscp_val[src].tolist(), later.dscp_cnt[src].tolist(),
+                        strict=True):
+            if v < 0:
+                continue
+            vals = first.dscp_val[row]
+            spot = np.flatnonzero((vals == v) | (vals == -1))
+            if spot.size:
+                first.dscp_val[row, spot[0]] = v
+                first.dscp_cnt[row, spot[0]] += c
+            else:
+                first.stats[row, S_DSCP_OTHER] += c
+    new = np.flatnonzero(idx < 0)
+    if new.size:
+        m = first.count + new.size
+        if m > first.keys.shape[0]:
+            first._resize(m, np.ones(first.count, bool))
+        end = first.count
+        first.keys[end:m] = later.keys[new]
+        first.stats[end:m] = later.stats[new]
+        first.dscp_val[end:m] = later.dscp_val[new]
+        first.dscp_cnt[end:m] = later.dscp_cnt[new]
+        first.count = m
+        first.total += new.size
+        first.slots[:] = EMPTY
+        first._reindex()
+    first.evicted += later.evicted

@@ -1,0 +1,162 @@
+"""Directions, time series, rates and the QoS audit on captures built in the test."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+import classifier
+from classifier.measures import Inside, Series, parse_duration
+from classifier.pipeline import Options
+from tests import writers
+
+
+def _split(addr: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(addr)
+    v = int(ip) if ip.version == 6 else (0xFFFF << 32) | int(ip)
+    return v >> 64, v & (2**64 - 1)
+
+
+addresses = st.one_of(
+    st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str),
+    st.sampled_from(["10.0.0.1", "192.168.255.255", "172.31.0.1", "fd00::1", "::1"]),
+)
+networks = st.one_of(
+    st.ip_addresses(v=4).flatmap(lambda a: st.integers(0, 32).map(
+        lambda n: str(ipaddress.ip_network(f"{a}/{n}", strict=False)))),
+    st.ip_addresses(v=6).flatmap(lambda a: st.integers(0, 128).map(
+        lambda n: str(ipaddress.ip_network(f"{a}/{n}", strict=False)))),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nets=st.lists(networks, min_size=1, max_size=6), addrs=st.lists(addresses, min_size=1,
+                                                                         max_size=30))
+def test_inside_equals_ipaddress(nets: list[str], addrs: list[str]) -> None:
+    inside = Inside(nets)
+    parsed = [ipaddress.ip_network(n) for n in nets]
+    hi = np.array([_split(a)[0] for a in addrs], np.uint64)
+    lo = np.array([_split(a)[1] for a in addrs], np.uint64)
+    want = [any(ipaddress.ip_address(a) in n for n in parsed
+                if n.version == ipaddress.ip_address(a).version) for a in addrs]
+    assert inside(hi, lo).tolist() == want
+
+
+@pytest.mark.parametrize(("text", "ns"), [("1s", 10**9), ("100ms", 10**8), ("5m", 3 * 10**11),
+                                           ("1h", 3_600 * 10**9), ("2", 2 * 10**9),
+                                           ("250us", 250_000)])
+def test_parse_duration(text: str, ns: int) -> None:
+    assert parse_duration(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-1s", "0s"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+CLIENT, RELAY, WEB = "10.0.0.5", "52.112.1.1", "13.107.6.1"
+T0 = 1_700_000_000  # an interval boundary: 1 s bins start here
+
+
+def _capture(tmp_path: Path) -> Path:
+    """Known by construction, over 3 seconds:
+    - an audio call: 50 packets/s up (200 bytes, DSCP 46) and down (180 bytes, DSCP 0)
+      for seconds 0-2 (150 up, 150 down), client 10.0.0.5:50010, relay 3478;
+    - a second audio stream in second 1 only: 50 packets up, 120 bytes, DSCP 0;
+    - HTTPS: a SYN from the client at t=0.5, then 10 packets of 1000 bytes down in
+      second 2.
+    """
+    recs: list[tuple[int, bytes, int]] = []
+
+    def add(t: float, pkt: object, size: int) -> None:
+        raw = bytes(pkt)  # type: ignore[call-overload]
+        raw = raw + b"\0" * (size - len(raw))
+        recs.append((round(t * 1e9) + T0 * 10**9, raw, len(raw)))
+
+    for k in range(150):
+        t = k / 50
+        add(t, Ether() / IP(src=CLIENT, dst=RELAY, tos=46 << 2) / UDP(sport=50010, dport=3478),
+            200)
+        add(t + 0.001, Ether() / IP(src=RELAY, dst=CLIENT) / UDP(sport=3478, dport=50010), 180)
+    for k in range(50):
+        add(1 + k / 50 + 0.002, Ether() / IP(src=CLIENT, dst=RELAY) /
+            UDP(sport=50011, dport=3478), 120)
+    add(0.5, Ether() / IP(src=CLIENT, dst=WEB) / TCP(sport=50999, dport=443, flags="S"), 60)
+    for k in range(10):
+        add(2 + k / 20, Ether() / IP(src=WEB, dst=CLIENT) / TCP(sport=443, dport=50999,
+                                                               flags="A"), 1000)
+    recs.sort(key=lambda r: r[0])
+    path = tmp_path / "known.pcap"
+    path.write_bytes(writers.pcap(recs))
+    return path
+
+
+def test_directions_series_rates_and_qos(tmp_path: Path) -> None:
+    path = _capture(tmp_path)
+    doc = classifier.analyze(str(path), options=Options(interval_ns=10**9)).to_dict()
+    audio = doc["directions"]["audio"]
+    assert audio["upload"] == {"packets": 200, "bytes": 150 * 200 + 50 * 120}
+    assert audio["download"] == {"packets": 150, "bytes": 150 * 180}
+    https = doc["directions"]["https"]
+    assert https["upload"] == {"packets": 1, "bytes": 60}
+    assert https["download"] == {"packets": 10, "bytes": 10_000}
+    s = doc["series"]
+    assert s["interval_s"] == 1.0 and s["start"] == T0
+    assert s["bytes"]["audio"]["upload"] == [50 * 200, 50 * 200 + 50 * 120, 50 * 200]
+    assert s["packets"]["audio"]["download"] == [50, 50, 50]
+    assert s["bytes"]["https"]["download"] == [0, 0, 10_000]
+    assert s["active_flows"]["audio"] == [1, 2, 1]  # concurrent audio streams
+    assert s["active_flows"]["https"] == [1, 0, 1]
+    up = doc["rates"]["categories"]["audio"]["upload"]
+    per_s = np.array([10_000, 16_000, 10_000]) * 8
+    assert up["average_bps"] == pytest.approx(per_s.mean())
+    assert up["peak_bps"] == 128_000
+    assert up["p95_bps"] == pytest.approx(np.percentile(per_s, 95))
+    qos = doc["qos"]["categories"]["audio"]
+    assert qos["expected_dscp"] == 46
+    assert qos["upload"] == {"packets": 200, "marked": 150, "share": 0.75}
+    assert qos["download"] == {"packets": 150, "marked": 0, "share": 0.0}
+    # The call's flow carries 46 up and 0 down: "missing"; the second stream: "missing".
+    assert doc["qos"]["flows"]["audio"] == {"ok": 0, "missing": 2, "wrong": 0}
+    reported = {r["client"]: r for r in doc["qos"]["reported"]}
+    assert reported[f"{CLIENT}:50010"]["dscp"] == "46:150 0:150"
+    assert doc["flows_summary"]["flows"] == 3
+    assert doc["flows_summary"]["categories"]["audio"] == 2
+
+
+def test_inside_option_turns_upload_into_local(tmp_path: Path) -> None:
+    path = _capture(tmp_path)
+    opts = Options(inside=("10.0.0.0/8", "52.112.0.0/14"))
+    doc = classifier.analyze(str(path), options=opts).to_dict()
+    assert doc["directions"]["audio"]["local"]["packets"] == 350
+    assert doc["directions"]["https"]["upload"]["packets"] == 1
+    assert doc["inside"] == ["10.0.0.0/8", "52.112.0.0/14"]
+
+
+def test_series_merge_aligns_bins() -> None:
+    a, b = Series(10, 2), Series(10, 2)
+    a.cover(5, 6)
+    b.cover(7, 7)
+    assert a.packets is not None and b.packets is not None
+    a.packets[0, 1, 0] = 3
+    b.packets[0, 0, 1] = 4
+    m = a + b
+    assert m.base == 5 and m.n_bins == 3 and m.packets is not None
+    assert m.packets[0, 1, 0] == 3 and m.packets[2, 0, 1] == 4
+
+
+def test_schema_2_keeps_schema_1(tmp_path: Path) -> None:
+    doc = json.loads(json.dumps(classifier.analyze(str(_capture(tmp_path))).to_dict()))
+    assert doc["schema"] == 2
+    assert "series" not in doc  # only with an interval
+    total = sum(v["packets"] for c in doc["directions"].values() for v in c.values())
+    assert total == doc["totals"]["packets"]
