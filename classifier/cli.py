@@ -16,8 +16,10 @@ import click
 
 from . import __version__
 from .errors import O365TrafficError
+from .export import FlowWriter, write_series
+from .measures import DEFAULT_INSIDE, Inside, parse_duration
+from .pipeline import Options, expand_paths
 from .pipeline import analyze as run_analysis
-from .pipeline import expand_paths
 from .render import share, to_csv, to_json
 from .result import AnalysisResult
 from .rules import load_rules
@@ -46,19 +48,58 @@ def cli() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Processes for several captures [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--inside", "inside", multiple=True, metavar="CIDR",
+              help="The user's network (repeatable) [default: the private ranges].")
+@click.option("--interval", metavar="DURATION",
+              help="Add a time series with this interval (1s, 100ms, 5m) to the output.")
+@click.option("--flows", "flows_path", metavar="FILE",
+              help="Write every flow to FILE (.parquet or .csv).")
+@click.option("--series", "series_path", metavar="FILE",
+              help="Write the time series to FILE (.parquet or .csv).")
+@click.option("--max-flows", type=click.IntRange(min=16), default=1_000_000, show_default=True,
+              help="Flows held at once; the least recently seen are flushed beyond it.")
+@click.option("--idle-timeout", default="5m", show_default=True, metavar="DURATION",
+              help="Flows idle this long are flushed.")
 def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
-            jobs: int | None, quiet: bool) -> None:
+            jobs: int | None, quiet: bool, inside: tuple[str, ...], interval: str | None,
+            flows_path: str | None, series_path: str | None, max_flows: int,
+            idle_timeout: str) -> None:
     """Classify every packet of CAPTURES (files, directories, globs, or - for stdin)
-    and report packets and wire bytes per Office 365 category."""
+    and report packets and wire bytes per Office 365 category, direction and flow."""
     try:
         rules = load_rules(rules_path)
     except O365TrafficError as exc:
         _err("error", str(exc))
         sys.exit(2)
+    try:
+        interval_ns = parse_duration(interval) if interval else None
+        idle_ns = parse_duration(idle_timeout)
+        nets = Inside(inside or DEFAULT_INSIDE).cidrs
+    except ValueError as exc:
+        _err("error", str(exc))
+        sys.exit(2)
+    writer = None
+    if flows_path:
+        try:
+            writer = FlowWriter(flows_path, rules.categories)
+        except O365TrafficError as exc:
+            _err("error", str(exc))
+            sys.exit(2)
+    options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
+                      idle_timeout_ns=idle_ns, flow_sink=writer)
     files = expand_paths(captures)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:
-        result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress)
+        result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
+                              options=options)
+    try:
+        if writer is not None:
+            writer.close()
+        if series_path:
+            write_series(series_path, result)
+    except O365TrafficError as exc:
+        _err("error", str(exc))
+        sys.exit(2)
     for capture in result.captures:
         for warning in capture.warnings:
             _err("warning", warning)

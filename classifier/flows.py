@@ -15,11 +15,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._jit import kernel
 from .decode import Headers
+
+if TYPE_CHECKING:
+    from .measures import Series
 
 __all__ = ["FLOW_COLUMNS", "FlowTable", "Flows", "update_flows"]
 
@@ -69,15 +73,20 @@ def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
 
 @kernel
 def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_flags,  # type: ignore[no-untyped-def]
-                 cat, other, wire, ts, dscp, ip, bins, bin_base, active, slots, keys,
-                 stats, dscp_val, dscp_cnt, count):
-    """Add a batch of packets to the flow table; returns the new number of flows, or
-    -1 - i when the table filled up at packet i (the caller grows it and resumes).
+                 cat, other, wire, ts, dscp, ip, bins, rows, active, slots, keys,
+                 stats, dscp_val, dscp_cnt, count, idle_ns, ev_keys, ev_stats, ev_val, ev_cnt):
+    """Add a batch of packets to the flow table; returns ``(flows, evicted, stop)``:
+    the new number of flows, the records written to the ``ev_*`` arrays, and -1, or
+    the packet at which the table or the eviction arrays filled up (the caller makes
+    room and resumes there).
 
-    ``slots`` is the open-addressing index (a power of two long, EMPTY or a flow row);
-    ``active[bin - bin_base, cat]`` counts each flow once per interval it is seen in
-    (``bins`` empty: no series).
+    A packet of a flow idle for more than ``idle_ns`` ends that flow (its record goes
+    to the ``ev_*`` arrays) and starts a new one under the same key. ``slots`` is the
+    open-addressing index (a power of two long, EMPTY or a flow row);
+    ``active[rows[i], cat]`` counts each flow once per interval (``bins[i]``) it is
+    seen in (``bins`` empty: no series).
     """
+    ev_n = 0
     mask = slots.shape[0] - 1
     capacity = keys.shape[0]
     use_bins = bins.shape[0] > 0
@@ -115,9 +124,19 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             j = (j + 1) & mask
         t = ts[i]
         c = cat[i]
-        if row < 0:
+        fresh = False
+        if row >= 0 and t - stats[row, S_LAST] > idle_ns:
+            if ev_n >= ev_keys.shape[0]:
+                return count, ev_n, i
+            ev_keys[ev_n] = keys[row]
+            ev_stats[ev_n] = stats[row]
+            ev_val[ev_n] = dscp_val[row]
+            ev_cnt[ev_n] = dscp_cnt[row]
+            ev_n += 1
+            fresh = True
+        elif row < 0:
             if count >= capacity:
-                return -1 - i
+                return count, ev_n, i
             row = count
             count += 1
             slots[j] = row
@@ -127,6 +146,8 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             keys[row, 3] = b_lo
             keys[row, 4] = ports
             keys[row, 5] = pr
+            fresh = True
+        if fresh:
             # Which end is the client: the rule's, else a SYN's sender, else the
             # higher port.
             sd = side[i]
@@ -182,8 +203,8 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             b = bins[i]
             if b > stats[row, S_LAST_BIN]:
                 stats[row, S_LAST_BIN] = b
-                active[b - bin_base, stats[row, S_CAT]] += 1
-    return count
+                active[rows[i], stats[row, S_CAT]] += 1
+    return count, ev_n, -1
 
 
 #: The columns of a flow record, as written to Parquet or CSV.
@@ -236,31 +257,40 @@ class FlowTable:
         self.slots = np.full(_pow2(capacity * 2), EMPTY, np.int64)
 
     def add(self, h: Headers, cat: np.ndarray, side: np.ndarray, wire: np.ndarray,
-            ts: np.ndarray, bins: np.ndarray, bin_base: int, active: np.ndarray) -> None:
+            ts: np.ndarray, bins: np.ndarray, rows: np.ndarray, active: np.ndarray) -> None:
         """Add a batch (``bins``/``active``: the series, see :func:`update_flows`)."""
         kern = update_flows.select(self.compiled)
         start = 0
         n = len(h)
+        ev = (np.zeros((256, 6), np.int64), np.zeros((256, N_STATS), np.int64),
+              np.zeros((256, DSCP_SLOTS), np.int64), np.zeros((256, DSCP_SLOTS), np.int64))
         while start < n:
             sl = slice(start, n)
             before = self.count
-            res = int(kern(
+            count, ev_n, stop = kern(
                 h.proto[sl], h.src_hi[sl].view(np.int64), h.src_lo[sl].view(np.int64),
                 h.dst_hi[sl].view(np.int64), h.dst_lo[sl].view(np.int64),
                 h.sport[sl], h.dport[sl], side[sl], h.tcp_flags[sl], cat[sl], self.other,
                 wire[sl], ts[sl], h.dscp[sl], h.ip[sl], bins[sl] if bins.size else bins,
-                bin_base, active, self.slots, self.keys, self.stats, self.dscp_val,
-                self.dscp_cnt, self.count,
-            ))
-            if res >= 0:
-                self.total += res - before
-                self.count = res
+                rows[sl] if rows.size else rows, active, self.slots, self.keys, self.stats,
+                self.dscp_val, self.dscp_cnt, self.count, self.idle_timeout_ns, *ev,
+            )
+            count, ev_n, stop = int(count), int(ev_n), int(stop)
+            self.total += count - before + ev_n
+            self.count = count
+            if ev_n:
+                self._emit(Flows(ev[0][:ev_n].copy(), ev[1][:ev_n].copy(),
+                                 ev[2][:ev_n].copy(), ev[3][:ev_n].copy()))
+            if stop < 0:
                 break
-            stopped = -1 - res
-            self.count = self.keys.shape[0]
-            self.total += self.count - before
-            start += stopped
-            self._make_room(int(ts[start]))
+            start += stop
+            if self.count >= self.keys.shape[0]:
+                self._make_room(int(ts[start]))
+
+    def _emit(self, out: Flows) -> None:
+        self.evicted += len(out)
+        if self.sink is not None and len(out):
+            self.sink(out)
 
     def _make_room(self, now: int) -> None:
         """Full: evict idle flows, then the least recently seen, or grow."""
@@ -287,10 +317,7 @@ class FlowTable:
 
     def _evict(self, gone: np.ndarray) -> None:
         n = self.count
-        out = self.rows(gone)
-        self.evicted += len(out)
-        if self.sink is not None and len(out):
-            self.sink(out)
+        self._emit(self.rows(gone))
         keep = ~gone
         m = int(keep.sum())
         self.keys[:m] = self.keys[:n][keep]
@@ -468,8 +495,7 @@ def find_flows(keys, slots, wanted, count):  # type: ignore[no-untyped-def]
     return out
 
 
-def merge_tables(first: FlowTable, later: FlowTable, active: np.ndarray | None,
-                 base: int, interval_ns: int) -> None:
+def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
     """Fold ``later`` (the flows of the byte range after ``first``'s) into ``first``:
     a flow seen on both sides of the split is one flow, its client end the one
     ``first`` chose; an interval both counted it active in is counted once."""
@@ -487,10 +513,10 @@ def merge_tables(first: FlowTable, later: FlowTable, active: np.ndarray | None,
     s[a, S_BY_DN] += np.where(flip, t[b, S_BY_UP], t[b, S_BY_DN])
     s[a, S_FIRST] = np.minimum(s[a, S_FIRST], t[b, S_FIRST])
     s[a, S_LAST] = np.maximum(s[a, S_LAST], t[b, S_LAST])
-    if active is not None:
-        shared = s[a, S_LAST_BIN] == t[b, S_FIRST] // interval_ns
-        if shared.any():
-            np.subtract.at(active, (s[a, S_LAST_BIN][shared] - base, t[b, S_CAT][shared]), 1)
+    shared = s[a, S_LAST_BIN] == t[b, S_FIRST] // series.interval_ns
+    if shared.any():
+        rows = series.rows(s[a, S_LAST_BIN][shared])
+        np.subtract.at(series.active, (rows, t[b, S_CAT][shared]), 1)
     s[a, S_LAST_BIN] = np.maximum(s[a, S_LAST_BIN], t[b, S_LAST_BIN])
     upgrade = (s[a, S_CAT] == first.other) & (t[b, S_CAT] != first.other)
     s[a[upgrade], S_CAT] = t[b[upgrade], S_CAT]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -118,84 +117,110 @@ def parse_duration(text: str) -> int:
     return ns
 
 
-@dataclass
 class Series:
     """Per interval (epoch-aligned bins of ``interval_ns``), category and direction:
-    packets and bytes; per interval and category: flows active."""
+    packets and bytes; per interval and category: flows active.
 
-    interval_ns: int
-    n_categories: int
-    base: int = 0  # absolute bin number of row 0
-    packets: np.ndarray | None = None  # [bins, categories, directions]
-    bytes: np.ndarray | None = None
-    active: np.ndarray | None = None  # [bins, categories]
+    Sparse: only intervals that saw packets have a row (a capture with a stray
+    timestamp decades off costs one row, not millions); rates count the intervals in
+    between as empty.
+    """
 
-    def cover(self, lo: int, hi: int) -> None:
-        """Make rows for absolute bins ``lo``..``hi``."""
-        k, d = self.n_categories, len(DIRECTIONS)
-        if self.packets is None or self.bytes is None or self.active is None:
-            self.base = lo
-            self.packets = np.zeros((hi - lo + 1, k, d), np.int64)
-            self.bytes = np.zeros((hi - lo + 1, k, d), np.int64)
-            self.active = np.zeros((hi - lo + 1, k), np.int64)
+    def __init__(self, interval_ns: int, n_categories: int) -> None:
+        self.interval_ns = interval_ns
+        self.n_categories = n_categories
+        self.row_of: dict[int, int] = {}  # absolute bin number -> row
+        k, d = n_categories, len(DIRECTIONS)
+        self.packets = np.zeros((0, k, d), np.int64)
+        self.bytes = np.zeros((0, k, d), np.int64)
+        self.active = np.zeros((0, k), np.int64)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_of)
+
+    def rows(self, bins: np.ndarray) -> np.ndarray:
+        """The row of every bin (rows are made for new bins)."""
+        uniq, inverse = np.unique(bins, return_inverse=True)
+        rows = np.empty(uniq.size, np.int64)
+        for n, b in enumerate(uniq.tolist()):
+            r = self.row_of.get(b)
+            if r is None:
+                r = self.row_of[b] = len(self.row_of)
+            rows[n] = r
+        self._grow(len(self.row_of))
+        return rows[inverse]
+
+    def _grow(self, n: int) -> None:
+        if n <= self.packets.shape[0]:
             return
-        top = self.base + self.packets.shape[0] - 1
-        if lo >= self.base and hi <= top:
-            return
-        new_lo, new_hi = min(lo, self.base), max(hi, top)
-        at = self.base - new_lo
-        n = new_hi - new_lo + 1
+        size = max(n, 2 * self.packets.shape[0], 16)
         for name in ("packets", "bytes", "active"):
             old = getattr(self, name)
-            grown = np.zeros((n, *old.shape[1:]), np.int64)
-            grown[at : at + old.shape[0]] = old
+            grown = np.zeros((size, *old.shape[1:]), np.int64)
+            grown[: old.shape[0]] = old
             setattr(self, name, grown)
-        self.base = new_lo
 
-    def add(self, bins: np.ndarray, cat: np.ndarray, direction: np.ndarray,
+    def add(self, rows: np.ndarray, cat: np.ndarray, direction: np.ndarray,
             wire: np.ndarray) -> None:
-        assert self.packets is not None and self.bytes is not None
         k, d = self.n_categories, len(DIRECTIONS)
-        lo, hi = int(bins.min()), int(bins.max())
-        index = ((bins - lo) * k + cat) * d + direction
+        lo, hi = int(rows.min()), int(rows.max())
+        index = ((rows - lo) * k + cat) * d + direction
         shape = (hi - lo + 1, k, d)
         size = shape[0] * k * d
-        rows = slice(lo - self.base, hi - self.base + 1)
-        self.packets[rows] += np.bincount(index, minlength=size).reshape(shape)
-        self.bytes[rows] += np.bincount(index, weights=wire, minlength=size).astype(
+        self.packets[lo : hi + 1] += np.bincount(index, minlength=size).reshape(shape)
+        self.bytes[lo : hi + 1] += np.bincount(index, weights=wire, minlength=size).astype(
             np.int64).reshape(shape)
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bins that have rows, in time order, and their rows."""
+        bins = np.fromiter(self.row_of.keys(), np.int64, len(self.row_of))
+        rows = np.fromiter(self.row_of.values(), np.int64, len(self.row_of))
+        order = np.argsort(bins, kind="stable")
+        return bins[order], rows[order]
 
     def __add__(self, other: Series) -> Series:
         if other.interval_ns != self.interval_ns:
             raise ValueError("cannot merge series of different intervals")
         out = Series(self.interval_ns, self.n_categories)
         for s in (self, other):
-            if s.packets is None or s.bytes is None or s.active is None:
+            if not s.n_rows:
                 continue
-            out.cover(s.base, s.base + s.packets.shape[0] - 1)
-            assert out.packets is not None and out.bytes is not None
-            assert out.active is not None
-            at = s.base - out.base
-            n = s.packets.shape[0]
-            out.packets[at : at + n] += s.packets
-            out.bytes[at : at + n] += s.bytes
-            out.active[at : at + n] += s.active
+            bins, rows = s.ordered()
+            target = out.rows(bins)
+            out.packets[target] += s.packets[rows]
+            out.bytes[target] += s.bytes[rows]
+            out.active[target] += s.active[rows]
         return out
-
-    @property
-    def n_bins(self) -> int:
-        return 0 if self.packets is None else int(self.packets.shape[0])
 
     def rates(self) -> np.ndarray:
-        """Average, peak and 95th-percentile bit rate per category and direction,
-        over every interval from the first to the last (empty intervals count as 0):
-        an array [categories, directions, 3] of bits per second."""
+        """Average, peak and 95th-percentile bit rate per category and direction, over
+        every interval from the first to the last (intervals without a row count as
+        0): an array [categories, directions, 3] of bits per second."""
         k, d = self.n_categories, len(DIRECTIONS)
         out = np.zeros((k, d, 3))
-        if self.bytes is None or self.n_bins == 0:
+        if not self.n_rows:
             return out
-        bps = self.bytes * 8 / (self.interval_ns / 1e9)
-        out[:, :, 0] = bps.mean(axis=0)
+        bins, rows = self.ordered()
+        span = int(bins[-1] - bins[0] + 1)
+        bps = self.bytes[rows] * 8 / (self.interval_ns / 1e9)  # [rows, k, d]
+        out[:, :, 0] = bps.sum(axis=0) / span
         out[:, :, 1] = bps.max(axis=0)
-        out[:, :, 2] = np.percentile(bps, 95, axis=0, method="linear")
+        out[:, :, 2] = _percentile_with_zeros(bps, span - len(rows), 95)
         return out
+
+
+def _percentile_with_zeros(values: np.ndarray, zeros: int, q: float) -> np.ndarray:
+    """numpy's linear percentile along axis 0 of ``values`` plus ``zeros`` rows of 0,
+    without making those rows."""
+    n = values.shape[0] + zeros
+    ranked = np.sort(values, axis=0)  # the zeros come first: values are >= 0
+    pos = (n - 1) * q / 100
+    lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+
+    def at(i: int) -> np.ndarray:
+        return np.zeros(values.shape[1:]) if i < zeros else ranked[i - zeros]
+
+    frac = pos - lo
+    result: np.ndarray = at(lo) * (1 - frac) + at(hi) * frac
+    return result

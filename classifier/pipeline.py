@@ -136,11 +136,10 @@ class Aggregator:
             r.qos[:, :, 1] += np.bincount(cd[marked], minlength=k * nd).reshape(k, nd)
         series = r.series
         bins = ts // series.interval_ns
-        series.cover(int(bins.min()), int(bins.max()))
-        series.add(bins, cat, direction, wire)
+        rows = series.rows(bins)
+        series.add(rows, cat, direction, wire)
         if self.flow_table is not None:
-            assert series.active is not None
-            self.flow_table.add(h, cat, side, wire, ts, bins, series.base, series.active)
+            self.flow_table.add(h, cat, side, wire, ts, bins, rows, series.active)
             # Expire idle flows now and then, not on every batch.
             if self._next_expiry is None:
                 self._next_expiry = hi + self.options.idle_timeout_ns
@@ -169,8 +168,7 @@ class Aggregator:
                 self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.flow_table is not None and later.flow_table is not None:
             assert r.series is not None
-            merge_tables(self.flow_table, later.flow_table, r.series.active, r.series.base,
-                         r.series.interval_ns)
+            merge_tables(self.flow_table, later.flow_table, r.series)
 
     def anomalies(self) -> Counter[str]:
         out: Counter[str] = Counter()

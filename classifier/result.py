@@ -210,20 +210,19 @@ class AnalysisResult:
         return out
 
     def _series(self) -> dict[str, Any]:
+        """Columns over the intervals that saw packets (the others are empty)."""
         s = self.series
         assert s is not None
-        if s.packets is None or s.bytes is None or s.active is None:
-            return {"interval_s": s.interval_ns / 1e9, "start": None, "packets": {},
-                    "bytes": {}, "active_flows": {}}
+        bins, rows = s.ordered()
         names = self.category_names
         return {
             "interval_s": s.interval_ns / 1e9,
-            "start": s.base * s.interval_ns / 1e9,
-            "packets": {c: {d: s.packets[:, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
+            "start": [int(b) * s.interval_ns / 1e9 for b in bins.tolist()],
+            "packets": {c: {d: s.packets[rows, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
                         for i, c in enumerate(names)},
-            "bytes": {c: {d: s.bytes[:, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
+            "bytes": {c: {d: s.bytes[rows, i, j].tolist() for j, d in enumerate(DIRECTIONS)}
                       for i, c in enumerate(names)},
-            "active_flows": {c: s.active[:, i].tolist() for i, c in enumerate(names)},
+            "active_flows": {c: s.active[rows, i].tolist() for i, c in enumerate(names)},
         }
 
 

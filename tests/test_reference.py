@@ -161,7 +161,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("reference")
 
 
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(capture=captures())
 def test_random_captures_agree(capture: tuple[int, list[tuple[int, bytes, int]]],
