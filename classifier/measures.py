@@ -141,15 +141,26 @@ class Series:
 
     def rows(self, bins: np.ndarray) -> np.ndarray:
         """The row of every bin (rows are made for new bins)."""
+        lo, hi = int(bins.min()), int(bins.max())
+        if hi - lo < 65_536:
+            # A batch spans few intervals (packets come in time order): map by offset.
+            present = np.flatnonzero(np.bincount(bins - lo, minlength=hi - lo + 1))
+            table = np.zeros(hi - lo + 1, np.int64)
+            table[present] = [self._row(lo + int(b)) for b in present]
+            self._grow(len(self.row_of))
+            rows: np.ndarray = table[bins - lo]
+            return rows
         uniq, inverse = np.unique(bins, return_inverse=True)
-        rows = np.empty(uniq.size, np.int64)
-        for n, b in enumerate(uniq.tolist()):
-            r = self.row_of.get(b)
-            if r is None:
-                r = self.row_of[b] = len(self.row_of)
-            rows[n] = r
+        found = np.array([self._row(int(b)) for b in uniq], np.int64)
         self._grow(len(self.row_of))
-        return rows[inverse]
+        rows = found[inverse]
+        return rows
+
+    def _row(self, b: int) -> int:
+        r = self.row_of.get(b)
+        if r is None:
+            r = self.row_of[b] = len(self.row_of)
+        return r
 
     def _grow(self, n: int) -> None:
         if n <= self.packets.shape[0]:
