@@ -60,10 +60,12 @@ def cli() -> None:
               help="Flows held at once; the least recently seen are flushed beyond it.")
 @click.option("--idle-timeout", default="5m", show_default=True, metavar="DURATION",
               help="Flows idle this long are flushed.")
+@click.option("--categories-only", is_flag=True,
+              help="Only the category totals (no directions, flows, rates, QoS): fastest.")
 def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
             jobs: int | None, quiet: bool, inside: tuple[str, ...], interval: str | None,
             flows_path: str | None, series_path: str | None, max_flows: int,
-            idle_timeout: str) -> None:
+            idle_timeout: str, categories_only: bool) -> None:
     """Classify every packet of CAPTURES (files, directories, globs, or - for stdin)
     and report packets and wire bytes per Office 365 category, direction and flow."""
     try:
@@ -85,8 +87,11 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
         except O365TrafficError as exc:
             _err("error", str(exc))
             sys.exit(2)
+    if categories_only and (interval or flows_path or series_path):
+        _err("error", "--categories-only excludes --interval, --flows and --series")
+        sys.exit(2)
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
-                      idle_timeout_ns=idle_ns, flow_sink=writer)
+                      idle_timeout_ns=idle_ns, flow_sink=writer, details=not categories_only)
     files = expand_paths(captures)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:

@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from .measures import (
     Inside,
     directions_of,
 )
-from .result import AnalysisResult, CaptureSummary
+from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
 from .split import analyze_split, plan_ranges
@@ -54,6 +53,9 @@ class Options:
     """What to measure beyond categories (see :mod:`classifier.measures`)."""
 
     inside: tuple[str, ...] = DEFAULT_INSIDE
+    #: False: category totals only (schema 1's sections; no directions, flows, rates,
+    #: QoS or series), the fastest run.
+    details: bool = True
     #: Interval of the time series; None: no series in the output (rates still use
     #: one of 1 s).
     interval_ns: int | None = None
@@ -79,7 +81,7 @@ class Aggregator:
             compiled_rules.rules.name, compiled_rules.categories,
             interval_ns=options.series_interval_ns,
             show_series=options.interval_ns is not None,
-            inside=Inside(options.inside).cidrs,
+            inside=Inside(options.inside).cidrs, details=options.details,
         )
         self.packets = self.result.packets
         self.bytes = self.result.bytes
@@ -93,7 +95,7 @@ class Aggregator:
             if name in compiled_rules.categories:
                 self.expected[compiled_rules.categories.index(name)] = dscp
         self.flow_table: FlowTable | None = None
-        if options.flows:
+        if options.flows and options.details:
             self.flow_table = FlowTable(
                 other=compiled_rules.other, n_categories=self.k,
                 max_flows=options.max_flows, idle_timeout_ns=options.idle_timeout_ns,
@@ -121,6 +123,8 @@ class Aggregator:
         lo, hi = int(ts.min()), int(ts.max())
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
+        if not self.options.details:
+            return
         direction = directions_of(h, self.inside)
         cd = cat * nd + direction
         r = self.result
@@ -153,12 +157,10 @@ class Aggregator:
         self.result.packets += later.result.packets
         self.result.bytes += later.result.bytes
         r, o = self.result, later.result
-        assert r.directions is not None and o.directions is not None
-        assert r.qos is not None and o.qos is not None
-        r.directions += o.directions
-        r.qos += o.qos
-        r.series = _plus(r.series, o.series)
-        r.flows = _plus(r.flows, o.flows)
+        r.directions = add_optional(r.directions, o.directions)
+        r.qos = add_optional(r.qos, o.qos)
+        r.series = add_optional(r.series, o.series)
+        r.flows = add_optional(r.flows, o.flows)
         self.packets, self.bytes = r.packets, r.bytes
         self.anomaly_codes += later.anomaly_codes
         self.caplen_over_wire += later.caplen_over_wire
@@ -369,15 +371,9 @@ def analyze(
     result = AnalysisResult.empty(
         ruleset.name, compiled_rules.categories, interval_ns=opts.series_interval_ns,
         show_series=opts.interval_ns is not None, inside=Inside(opts.inside).cidrs,
+        details=opts.details,
     )
     for part in parts:
         result = result + part
     return result
 
-
-def _plus(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b

@@ -15,7 +15,7 @@ import numpy as np
 from .flows import FlowSummary
 from .measures import DIRECTIONS, EXPECTED_DSCP, Series
 
-__all__ = ["SCHEMA", "AnalysisResult", "CaptureSummary", "Totals"]
+__all__ = ["SCHEMA", "AnalysisResult", "CaptureSummary", "Totals", "add_optional"]
 
 #: Version of the JSON document written by :meth:`AnalysisResult.to_dict`.
 SCHEMA = 2
@@ -94,8 +94,10 @@ class AnalysisResult:
     @classmethod
     def empty(cls, rules: str, category_names: tuple[str, ...], *,
               interval_ns: int = 1_000_000_000, show_series: bool = False,
-              inside: tuple[str, ...] = ()) -> AnalysisResult:
+              inside: tuple[str, ...] = (), details: bool = True) -> AnalysisResult:
         k, d = len(category_names), len(DIRECTIONS)
+        if not details:
+            return cls(rules, category_names, np.zeros(k, np.int64), np.zeros(k, np.int64))
         return cls(
             rules, category_names, np.zeros(k, np.int64), np.zeros(k, np.int64),
             directions=np.zeros((k, d, 2), np.int64), qos=np.zeros((k, d, 2), np.int64),
@@ -135,11 +137,11 @@ class AnalysisResult:
             self.bytes + other.bytes,
             self.captures + other.captures,
             self.anomalies + other.anomalies,
-            directions=_add(self.directions, other.directions),
-            qos=_add(self.qos, other.qos),
-            series=_add(self.series, other.series),
+            directions=add_optional(self.directions, other.directions),
+            qos=add_optional(self.qos, other.qos),
+            series=add_optional(self.series, other.series),
             show_series=self.show_series or other.show_series,
-            flows=_add(self.flows, other.flows),
+            flows=add_optional(self.flows, other.flows),
             inside=self.inside or other.inside,
         )
 
@@ -226,7 +228,8 @@ class AnalysisResult:
         }
 
 
-def _add(a: Any, b: Any) -> Any:
+def add_optional(a: Any, b: Any) -> Any:
+    """``a + b``, where either may be None (absent)."""
     if a is None:
         return b
     if b is None:

@@ -146,3 +146,12 @@ def test_unknown_link_type_warns_with_its_number(pcaps_dir: Path) -> None:
 def test_no_arguments_is_a_usage_error() -> None:
     proc = run("analyze")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_categories_only_gives_schema_1_sections_with_the_same_numbers(pcaps_dir: Path) -> None:
+    full = json.loads(run("analyze", "--format", "json", str(pcaps_dir / MIX)).stdout)
+    proc = run("analyze", "--format", "json", "--categories-only", str(pcaps_dir / MIX))
+    doc = json.loads(proc.stdout)
+    assert set(doc) == SCHEMA_1_KEYS
+    for key in SCHEMA_1_KEYS:
+        assert doc[key] == full[key]

@@ -46,6 +46,9 @@ OPEN = {
     "capture/idb-tsoffset-huge": (
         "pcapng._to_ns adds if_tsoffset * 10**9 to an int64 array: an offset past "
         "+-9.2e9 s raises OverflowError"),
+    "capture/spb-of-12-bytes": (
+        "walk_pcapng takes a simple packet block of 12 bytes (no room for its original "
+        "length) as a packet: captured length -4, its trailer read as the wire length"),
     "rules/valueerror-rules-py-port-range": (
         "rules._port_range takes str.isdigit() for int(): a superscript digit raises "
         "ValueError, not RulesError"),
