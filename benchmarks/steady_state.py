@@ -72,13 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs (best reported)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="processes for one capture (default: number of cores)")
+    parser.add_argument("--categories-only", action="store_true",
+                        help="category totals only (no directions, flows, rates, QoS)")
+    parser.add_argument("--interval", help="add a time series with this interval (e.g. 1s)")
     args = parser.parse_args(argv)
+    from classifier.measures import parse_duration
+    from classifier.pipeline import Options
+
+    options = Options(details=not args.categories_only,
+                      interval_ns=parse_duration(args.interval) if args.interval else None)
     warm = warm_up(args.jobs)
     runs = []
     result = None
     for _ in range(max(1, args.repeat)):
         start = time.perf_counter()
-        result = classifier.analyze([args.capture], jobs=args.jobs)
+        result = classifier.analyze([args.capture], jobs=args.jobs, options=options)
         runs.append(time.perf_counter() - start)
     assert result is not None
     totals = result.totals

@@ -56,7 +56,7 @@ def cli() -> None:
               help="Write every flow to FILE (.parquet or .csv).")
 @click.option("--series", "series_path", metavar="FILE",
               help="Write the time series to FILE (.parquet or .csv).")
-@click.option("--max-flows", type=click.IntRange(min=16), default=1_000_000, show_default=True,
+@click.option("--max-flows", type=click.IntRange(min=16), default=100_000, show_default=True,
               help="Flows held at once; the least recently seen are flushed beyond it.")
 @click.option("--idle-timeout", default="5m", show_default=True, metavar="DURATION",
               help="Flows idle this long are flushed.")

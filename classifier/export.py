@@ -107,7 +107,7 @@ class FlowWriter:
         elif self.kind == "parquet":
             if self._writer is None:  # no flows at all: still a valid, empty file
                 self(Flows(np.zeros((0, 6), np.int64), np.zeros((0, 10), np.int64),
-                           np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64)))
+                           np.zeros((0, 4), np.int8), np.zeros((0, 4), np.int64)))
                 if self._writer is None:
                     pa = _pyarrow()
                     schema = pa.schema([(c, pa.string()) for c in FLOW_COLUMNS])

@@ -36,7 +36,7 @@ K_A_HI, K_A_LO, K_B_HI, K_B_LO, K_PORTS, K_PROTO = range(6)
 N_STATS = 10
 DSCP_SLOTS = 4  # distinct DSCP values counted per flow; the rest add to S_DSCP_OTHER
 
-EMPTY = -1
+EMPTY = 0  # slots hold row + 1; zeros cost no memory until written (calloc)
 _SIGN = -(1 << 63)  # flipping the sign bit makes signed order unsigned order
 _M64 = (1 << 64) - 1
 
@@ -68,7 +68,7 @@ def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
                       keys[row, 5]) & mask
         while slots[j] != EMPTY:
             j = (j + 1) & mask
-        slots[j] = row
+        slots[j] = row + 1
 
 
 @kernel
@@ -82,7 +82,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
 
     A packet of a flow idle for more than ``idle_ns`` ends that flow (its record goes
     to the ``ev_*`` arrays) and starts a new one under the same key. ``slots`` is the
-    open-addressing index (a power of two long, EMPTY or a flow row);
+    open-addressing index (a power of two long, EMPTY or a flow row + 1);
     ``active[rows[i], cat]`` counts each flow once per interval (``bins[i]``) it is
     seen in (``bins`` empty: no series).
     """
@@ -114,8 +114,8 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
         j = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
         row = -1
         while True:
-            r = slots[j]
-            if r == EMPTY:
+            r = slots[j] - 1
+            if r < 0:
                 break
             if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
                     and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
@@ -139,7 +139,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
                 return count, ev_n, i
             row = count
             count += 1
-            slots[j] = row
+            slots[j] = row + 1
             keys[row, 0] = a_hi
             keys[row, 1] = a_lo
             keys[row, 2] = b_hi
@@ -169,7 +169,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             stats[row, S_LAST_BIN] = -(1 << 62)
             stats[row, S_DSCP_OTHER] = 0
             for k in range(dscp_val.shape[1]):
-                dscp_val[row, k] = -1
+                dscp_val[row, k] = 0
                 dscp_cnt[row, k] = 0
         else:
             if t < stats[row, S_FIRST]:
@@ -185,14 +185,14 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
         else:
             stats[row, S_PK_DN] += 1
             stats[row, S_BY_DN] += wire[i]
-        d = np.int64(dscp[i])
+        d = np.int64(dscp[i]) + 1  # stored plus one: 0 is an empty slot
         placed = False
         for k in range(dscp_val.shape[1]):
             if dscp_val[row, k] == d:
                 dscp_cnt[row, k] += 1
                 placed = True
                 break
-            if dscp_val[row, k] == -1:
+            if dscp_val[row, k] == 0:
                 dscp_val[row, k] = d
                 dscp_cnt[row, k] = 1
                 placed = True
@@ -233,7 +233,7 @@ class FlowTable:
 
     other: int
     n_categories: int
-    max_flows: int = 1_000_000
+    max_flows: int = 100_000
     idle_timeout_ns: int = 300 * 1_000_000_000
     sink: Callable[[Flows], None] | None = None
     compiled: bool = True
@@ -247,14 +247,33 @@ class FlowTable:
     slots: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self._allocate(min(self.max_flows, 4096))
+        # The whole bound at once: zeroed arrays take memory only as rows are used.
+        self._allocate(self.max_flows)
+
+    def __getstate__(self) -> dict[str, object]:
+        # Only the rows in use travel between processes.
+        state = dict(self.__dict__)
+        for name in ("keys", "stats", "dscp_val", "dscp_cnt"):
+            state[name] = state[name][: self.count].copy()
+        state["capacity"] = self.keys.shape[0]
+        del state["slots"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        capacity = int(state.pop("capacity"))  # type: ignore[call-overload]
+        used = {name: state.pop(name) for name in ("keys", "stats", "dscp_val", "dscp_cnt")}
+        self.__dict__.update(state)
+        self._allocate(capacity)
+        for name, rows in used.items():
+            getattr(self, name)[: self.count] = rows
+        self._reindex()
 
     def _allocate(self, capacity: int) -> None:
         self.keys = np.zeros((capacity, 6), np.int64)
         self.stats = np.zeros((capacity, N_STATS), np.int64)
-        self.dscp_val = np.full((capacity, DSCP_SLOTS), -1, np.int64)
+        self.dscp_val = np.zeros((capacity, DSCP_SLOTS), np.int8)  # DSCP + 1; 0: empty
         self.dscp_cnt = np.zeros((capacity, DSCP_SLOTS), np.int64)
-        self.slots = np.full(_pow2(capacity * 2), EMPTY, np.int64)
+        self.slots = np.zeros(_pow2(capacity * 2), np.int64)
 
     def add(self, h: Headers, cat: np.ndarray, side: np.ndarray, wire: np.ndarray,
             ts: np.ndarray, bins: np.ndarray, rows: np.ndarray, active: np.ndarray) -> None:
@@ -263,7 +282,7 @@ class FlowTable:
         start = 0
         n = len(h)
         ev = (np.zeros((256, 6), np.int64), np.zeros((256, N_STATS), np.int64),
-              np.zeros((256, DSCP_SLOTS), np.int64), np.zeros((256, DSCP_SLOTS), np.int64))
+              np.zeros((256, DSCP_SLOTS), np.int8), np.zeros((256, DSCP_SLOTS), np.int64))
         while start < n:
             sl = slice(start, n)
             before = self.count
@@ -285,14 +304,14 @@ class FlowTable:
                 break
             start += stop
             if self.count >= self.keys.shape[0]:
-                self._make_room(int(ts[start]))
+                self.make_room(int(ts[start]))
 
     def _emit(self, out: Flows) -> None:
         self.evicted += len(out)
         if self.sink is not None and len(out):
             self.sink(out)
 
-    def _make_room(self, now: int) -> None:
+    def make_room(self, now: int) -> None:
         """Full: evict idle flows, then the least recently seen, or grow."""
         last = self.stats[: self.count, S_LAST]
         keep = last >= now - self.idle_timeout_ns
@@ -305,7 +324,6 @@ class FlowTable:
             keep = np.zeros(self.count, bool)
             keep[order[self.count - self.max_flows // 2 :]] = True
         self._evict(~keep)
-        self._resize(self.keys.shape[0], np.ones(self.count, bool))
 
     def expire(self, now: int) -> None:
         """Evict the flows idle since before ``now`` minus the idle timeout."""
@@ -313,7 +331,6 @@ class FlowTable:
             idle = self.stats[: self.count, S_LAST] < now - self.idle_timeout_ns
             if idle.any():
                 self._evict(idle)
-                self._resize(self.keys.shape[0], np.ones(self.count, bool))
 
     def _evict(self, gone: np.ndarray) -> None:
         n = self.count
@@ -325,6 +342,8 @@ class FlowTable:
         self.dscp_val[:m] = self.dscp_val[:n][keep]
         self.dscp_cnt[:m] = self.dscp_cnt[:n][keep]
         self.count = m
+        self.slots[:] = EMPTY
+        self._reindex()
 
     def _resize(self, capacity: int, keep: np.ndarray) -> None:
         n = self.count
@@ -390,8 +409,8 @@ def flow_columns(flows: Flows, categories: tuple[str, ...]) -> dict[str, list[ob
 
 def dscp_counts(flows: Flows, i: int) -> str:
     """The DSCP values a flow's packets carried, with counts: ``46:120 0:3``."""
-    parts = [f"{v}:{c}" for v, c in zip(flows.dscp_val[i].tolist(), flows.dscp_cnt[i].tolist(),
-                                        strict=True) if v >= 0]
+    parts = [f"{v - 1}:{c}" for v, c in zip(flows.dscp_val[i].tolist(),
+                                            flows.dscp_cnt[i].tolist(), strict=True) if v > 0]
     other = int(flows.stats[i, S_DSCP_OTHER])
     if other:
         parts.append(f"more:{other}")
@@ -432,7 +451,8 @@ class FlowSummary:
             rows = np.flatnonzero(cats == c)
             if rows.size == 0:
                 continue
-            vals, cnts = flows.dscp_val[rows], flows.dscp_cnt[rows]
+            vals = flows.dscp_val[rows].astype(np.int64) - 1  # -1: empty slot
+            cnts = flows.dscp_cnt[rows]
             other = flows.stats[rows, S_DSCP_OTHER]
             right = np.where(vals == dscp, cnts, 0).sum(axis=1)
             zero = np.where(vals == 0, cnts, 0).sum(axis=1)
@@ -485,7 +505,7 @@ def find_flows(keys, slots, wanted, count):  # type: ignore[no-untyped-def]
         j = flow_hash(wanted[i, 0], wanted[i, 1], wanted[i, 2], wanted[i, 3], wanted[i, 4],
                       wanted[i, 5]) & mask
         while slots[j] != EMPTY:
-            r = slots[j]
+            r = slots[j] - 1
             if keys[r, 0] == wanted[i, 0] and keys[r, 1] == wanted[i, 1] \
                     and keys[r, 2] == wanted[i, 2] and keys[r, 3] == wanted[i, 3] \
                     and keys[r, 4] == wanted[i, 4] and keys[r, 5] == wanted[i, 5]:
@@ -524,10 +544,10 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
     for row, src in zip(a.tolist(), b.tolist(), strict=True):
         for v, c in zip(later.dscp_val[src].tolist(), later.dscp_cnt[src].tolist(),
                         strict=True):
-            if v < 0:
+            if v == 0:
                 continue
             vals = first.dscp_val[row]
-            spot = np.flatnonzero((vals == v) | (vals == -1))
+            spot = np.flatnonzero((vals == v) | (vals == 0))
             if spot.size:
                 first.dscp_val[row, spot[0]] = v
                 first.dscp_cnt[row, spot[0]] += c

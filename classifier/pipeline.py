@@ -60,7 +60,7 @@ class Options:
     #: one of 1 s).
     interval_ns: int | None = None
     flows: bool = True
-    max_flows: int = 1_000_000
+    max_flows: int = 100_000
     idle_timeout_ns: int = 300 * 1_000_000_000
     #: Receives flow records (evicted ones as they go, the rest at the end).
     flow_sink: Callable[[Flows], None] | None = None
@@ -171,6 +171,8 @@ class Aggregator:
         if self.flow_table is not None and later.flow_table is not None:
             assert r.series is not None
             merge_tables(self.flow_table, later.flow_table, r.series)
+            if self.flow_table.count > self.flow_table.max_flows and self.last_ts is not None:
+                self.flow_table.make_room(self.last_ts)
 
     def anomalies(self) -> Counter[str]:
         out: Counter[str] = Counter()
