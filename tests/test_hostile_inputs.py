@@ -6,7 +6,7 @@ A rule file is either loaded (and then classifies like the plain-Python referenc
 file; nothing else escapes. A capture of millions of minimum-size packets, of records
 declaring huge lengths, or of frames under 100-deep VLAN or MPLS stacks is analysed to
 the end, every packet counted, within a bounded resident set (measured in a child
-process; ``fuzz/bounds.py`` runs the heavier cases).
+process, one process: ``-j 1``; ``fuzz/bounds.py`` runs the heavier cases).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _nested(depth: int, open_: str, close: str, inner: str = "1") -> str:
     + _nested(300, "[", "]", "443"),
     "a" + ".a" * 20_000 + " = 1",
     "[" + ".".join(["t"] * 20_000) + "]",
-])
+], ids=["arrays", "inline-tables", "description", "ports", "dotted-key", "table-header"])
 def test_deep_nesting_is_one_rules_error(text: str, tmp_path: Path) -> None:
     refused(write(tmp_path, text))
 
@@ -272,11 +272,22 @@ def bounded(m: Measure) -> dict[str, Any]:
 def test_a_million_minimum_size_packets(tmp_path: Path) -> None:
     path = tmp_path / "min.pcap"
     write_min_packets(path, 1_000_000)
-    m = measure([str(path)], timeout=120)
+    m = measure(["-j", "1", str(path)], timeout=120)
     doc = bounded(m)
     assert m.returncode == 0, m.stderr
     assert doc["totals"] == {"packets": 1_000_000, "bytes": 60_000_000}
     assert doc["categories"]["https"]["packets"] == 1_000_000
+
+
+def test_a_million_minimum_size_packets_split_over_two_processes(tmp_path: Path) -> None:
+    """The capture is over 32 MiB: two processes read a byte range each, and the
+    parent merges their parts (every process stays bounded)."""
+    path = tmp_path / "min.pcap"
+    write_min_packets(path, 1_000_000)
+    m = measure(["-j", "2", str(path)], timeout=120)
+    assert m.returncode == 0, m.stderr
+    assert m.doc()["totals"] == {"packets": 1_000_000, "bytes": 60_000_000}
+    bounded(m)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -297,7 +308,7 @@ def test_records_declaring_huge_lengths(tmp_path: Path) -> None:
     n, big = 200_000, 100
     path = tmp_path / "huge.pcap"
     size = write_huge_length_records(path, n, big=big)
-    m = measure([str(path)], timeout=120)
+    m = measure(["-j", "1", str(path)], timeout=120)
     doc = bounded(m)
     assert m.returncode == 1  # the last record header claims 4 GiB: corrupt
     last = size - 80
@@ -311,7 +322,7 @@ def test_pcapng_blocks_declaring_huge_lengths(tmp_path: Path) -> None:
     n = 200_000
     path = tmp_path / "huge.pcapng"
     size = write_huge_length_blocks(path, n)
-    m = measure([str(path)], timeout=120)
+    m = measure(["-j", "1", str(path)], timeout=120)
     doc = bounded(m)
     assert m.returncode == 0
     assert f"at byte {size - 32};" in m.stderr  # the block that claims 4 GiB
@@ -347,7 +358,7 @@ def test_hundred_deep_stacks(kind: str, tmp_path: Path) -> None:
     n = 100_000
     path = tmp_path / f"{kind}.pcap"
     write_deep_stacks(path, kind, 100, n)
-    m = measure([str(path)], timeout=120)
+    m = measure(["-j", "1", str(path)], timeout=120)
     doc = bounded(m)
     assert m.returncode == 0, m.stderr
     totals = doc["totals"]

@@ -1,0 +1,1 @@
+"""Fuzzing harnesses, their oracles, and resource-bound measurements (see README.md)."""
