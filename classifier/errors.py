@@ -26,7 +26,7 @@ class RulesError(O365TrafficError):
         self.path = path
         self.rule = rule
         self.problem = problem
-        where = f"{path}: rule '{rule}'" if rule is not None else path
+        where = f"{path}: rule {_shown(rule)}" if rule is not None else path
         super().__init__(f"{where}: {problem}")
 
 
@@ -47,3 +47,11 @@ class NotACaptureError(CaptureError):
 
 class CorruptCaptureError(CaptureError):
     """A record or block header in the middle of the capture is damaged."""
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A name from a file, fit for one line: quoted, escaped and cut short."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    shown = repr(text)
+    return shown if shown.startswith("'") else "'" + shown[1:-1] + "'"

@@ -123,8 +123,11 @@ class Series:
 
     Sparse: only intervals that saw packets have a row (a capture with a stray
     timestamp decades off costs one row, not millions); rates count the intervals in
-    between as empty.
+    between as empty. Bounded: past ``MAX_ROWS`` rows the interval doubles (rows merge
+    pairwise: counts add up; flows active take the larger of the two, a lower bound).
     """
+
+    MAX_ROWS = 20_000
 
     def __init__(self, interval_ns: int, n_categories: int) -> None:
         self.interval_ns = interval_ns
@@ -190,9 +193,26 @@ class Series:
         order = np.argsort(bins, kind="stable")
         return bins[order], rows[order]
 
+    def coarsened(self, factor: int) -> Series:
+        """The same series over intervals ``factor`` times longer."""
+        out = Series(self.interval_ns * factor, self.n_categories)
+        if not self.n_rows:
+            return out
+        bins, rows = self.ordered()
+        target = out.rows(bins // factor)
+        np.add.at(out.packets, target, self.packets[rows])
+        np.add.at(out.bytes, target, self.bytes[rows])
+        np.maximum.at(out.active, target, self.active[rows])
+        return out
+
     def __add__(self, other: Series) -> Series:
         if other.interval_ns != self.interval_ns:
-            raise ValueError("cannot merge series of different intervals")
+            wide = max(self.interval_ns, other.interval_ns)
+            if wide % self.interval_ns or wide % other.interval_ns:
+                raise ValueError("cannot merge series of unrelated intervals")
+            a = self.coarsened(wide // self.interval_ns) if self.interval_ns < wide else self
+            b = other.coarsened(wide // other.interval_ns) if other.interval_ns < wide else other
+            return a + b
         out = Series(self.interval_ns, self.n_categories)
         for s in (self, other):
             if not s.n_rows:

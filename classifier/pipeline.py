@@ -17,7 +17,7 @@ from .decode import (
     decode_batch,
 )
 from .errors import CaptureError, NotACaptureError
-from .flows import Flows, FlowTable, merge_tables
+from .flows import S_LAST_BIN, Flows, FlowTable, merge_tables
 from .fragments import FragmentTable, Packets
 from .lookup import CompiledRules, compile_rules
 from .measures import (
@@ -25,6 +25,7 @@ from .measures import (
     DIRECTIONS,
     EXPECTED_DSCP,
     Inside,
+    Series,
     directions_of,
 )
 from .result import AnalysisResult, CaptureSummary, add_optional
@@ -102,6 +103,7 @@ class Aggregator:
                 sink=self._evicted, compiled=compiled,
             )
         self._next_expiry: int | None = None
+        self.warnings: list[str] = []
 
     def _evicted(self, flows: Flows) -> None:
         assert self.result.flows is not None
@@ -141,6 +143,10 @@ class Aggregator:
         series = r.series
         bins = ts // series.interval_ns
         rows = series.rows(bins)
+        if series.n_rows > series.MAX_ROWS:
+            series = self._coarsen()
+            bins = ts // series.interval_ns
+            rows = series.rows(bins)
         series.add(rows, cat, direction, wire)
         if self.flow_table is not None:
             self.flow_table.add(h, cat, side, wire, ts, bins, rows, series.active)
@@ -150,6 +156,24 @@ class Aggregator:
             elif hi >= self._next_expiry:
                 self.flow_table.expire(hi)
                 self._next_expiry = hi + self.options.idle_timeout_ns // 4
+
+    def _coarsen(self) -> Series:
+        """Too many intervals: make them longer until they fit (memory stays bounded)."""
+        series = self.result.series
+        assert series is not None
+        factor = 1
+        while True:
+            factor *= 2
+            wider = series.coarsened(factor)
+            if wider.n_rows <= series.MAX_ROWS // 2:
+                break
+        self.result.series = wider
+        if self.flow_table is not None:
+            n = self.flow_table.count
+            self.flow_table.stats[:n, S_LAST_BIN] //= factor
+        self.warnings.append(
+            f"time series interval widened to {wider.interval_ns / 1e9:g} s to bound memory")
+        return wider
 
     def absorb(self, later: Aggregator) -> None:
         """Take in the aggregator of the byte range that follows this one's."""
@@ -263,6 +287,7 @@ def scan(
     finally:
         if reader is not None:
             summary.link_types = sorted(reader.link_types)
+            summary.warnings += [f"{path}: {w}" for w in reader.source.warnings]
             reader.source.close()
     end = reader.position if reader is not None else 0
     if progress is not None and reader is not None and end > reported:
@@ -271,6 +296,7 @@ def scan(
         agg = Aggregator(compiled_rules, replace(options, flows=False), compiled=False)
     summary.packets = int(agg.packets.sum())
     summary.bytes = int(agg.bytes.sum())
+    summary.warnings += [f"{path}: {w}" for w in dict.fromkeys(agg.warnings)]
     return Part(agg, summary, fragments, end, options.flow_sink)
 
 

@@ -25,6 +25,7 @@ direction. The first matching rule in file order wins; IP packets that match non
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ _MAX_RULES = 100_000
 _MAX_NAME = 200
 
 PortRanges = tuple[tuple[int, int], ...]
+#: A port or a range: ASCII digits only (str.isdigit also takes superscripts).
+_RANGE = re.compile(r"([0-9]{1,5})\s*(?:-\s*([0-9]{1,5}))?")
 
 
 @dataclass(frozen=True)
@@ -250,12 +253,11 @@ def _port_range(item: Any, path: str, rule: str, where: str) -> tuple[int, int]:
         text = item.strip().lower()
         if text in PORT_ALIASES:
             return PORT_ALIASES[text]
-        parts = text.split("-")
-        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        match = _RANGE.fullmatch(text)
+        if match is None:
             raise RulesError(path, bad, rule)
-        if any(len(p.strip()) > 5 for p in parts):
-            raise RulesError(path, bad, rule)
-        lo, hi = int(parts[0]), int(parts[-1])
+        lo = int(match.group(1))
+        hi = int(match.group(2) or match.group(1))
     else:
         raise RulesError(path, bad, rule)
     if not (0 <= lo <= hi <= 65535):

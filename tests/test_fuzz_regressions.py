@@ -33,34 +33,7 @@ RULES = compile_rules(load_rules())
 DEADLINE = 60
 
 #: Inputs of bugs still open, by the start of their path under fuzz/regressions/.
-OPEN = {
-    "capture/overflowerror-sources-pcapng-py-walk-pcapng": (
-        "walk_pcapng stores (ts_high << 32) | ts_low in an int64 column: interpreted (a "
-        "capture under 1 MiB), ts_high >= 2**31 raises OverflowError"),
-    "capture/epb-timestamp-high-bit": (
-        "walk_pcapng stores (ts_high << 32) | ts_low in an int64 column: interpreted (a "
-        "capture under 1 MiB), ts_high >= 2**31 raises OverflowError"),
-    "capture/overflowerror-sources-pcapng-py-to-ns": (
-        "pcapng._to_ns adds if_tsoffset * 10**9 to an int64 array: an offset past "
-        "+-9.2e9 s raises OverflowError"),
-    "capture/idb-tsoffset-huge": (
-        "pcapng._to_ns adds if_tsoffset * 10**9 to an int64 array: an offset past "
-        "+-9.2e9 s raises OverflowError"),
-    "capture/spb-of-12-bytes": (
-        "walk_pcapng takes a simple packet block of 12 bytes (no room for its original "
-        "length) as a packet: captured length -4, its trailer read as the wire length"),
-    "rules/valueerror-rules-py-port-range": (
-        "rules._port_range takes str.isdigit() for int(): a superscript digit raises "
-        "ValueError, not RulesError"),
-    "rules/superscript-digit-port": (
-        "rules._port_range takes str.isdigit() for int(): a superscript digit raises "
-        "ValueError, not RulesError"),
-    "rules/finding-multi-line-rules-error": (
-        "RulesError writes the rule name unescaped: a name holding a line break makes a "
-        "multi-line error"),
-    "rules/rule-name-with-line-break": (
-        "RulesError writes the rule name unescaped: a name holding a line break makes a "
-        "multi-line error"),
+OPEN: dict[str, str] = {
 }
 
 

@@ -184,3 +184,27 @@ def test_schema_2_keeps_schema_1(tmp_path: Path) -> None:
     assert "series" not in doc  # only with an interval
     total = sum(v["packets"] for c in doc["directions"].values() for v in c.values())
     assert total == doc["totals"]["packets"]
+
+
+def test_too_many_intervals_widen_the_interval(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Series, "MAX_ROWS", 2)
+    path = _capture(tmp_path)  # three 1 s intervals with traffic
+    result = classifier.analyze(str(path), options=Options(interval_ns=10**9))
+    doc = result.to_dict()
+    # Three intervals are over 2: widened until they fit in half of it, with headroom.
+    assert doc["series"]["interval_s"] == 4.0
+    assert sum(doc["series"]["bytes"]["audio"]["upload"]) == \
+        doc["directions"]["audio"]["upload"]["bytes"]
+    assert any("interval widened to 4 s" in w for w in result.captures[0].warnings)
+
+
+def test_series_of_different_intervals_merge_at_the_wider() -> None:
+    a, b = Series(10, 1), Series(20, 1)
+    ra, rb = a.rows(np.array([0, 1, 2])), b.rows(np.array([0]))
+    a.packets[ra, 0, 0] = [1, 2, 3]
+    b.packets[rb, 0, 0] = 10
+    m = a + b
+    bins, rows = m.ordered()
+    assert m.interval_ns == 20 and bins.tolist() == [0, 1]
+    assert m.packets[rows, 0, 0].tolist() == [13, 3]

@@ -6,7 +6,6 @@ stays one window); pipes, stdin and gzip streams are read into one reused buffer
 
 from __future__ import annotations
 
-import gzip
 import mmap
 import os
 import zlib
@@ -30,6 +29,12 @@ class ByteInput:
     path: str
     size: int | None  # total bytes when known (regular uncompressed files)
     compressed: bool = False
+    #: The stream ended before its own end (a cut gzip member, a skip past the end).
+    cut_short: bool = False
+    #: Damage found after the bytes already delivered (a bad gzip trailer): raised by
+    #: the reader once those bytes are read.
+    failure: CorruptCaptureError | None = None
+    warnings: tuple[str, ...] = ()
 
     def view(self, pos: int) -> tuple[np.ndarray, bool]:
         """Bytes from absolute offset ``pos``: up to a window, and whether they reach EOF."""
@@ -106,16 +111,19 @@ class StreamInput(ByteInput):
             if n == 0:
                 self._eof = True
             count -= n
+        if count > 0:
+            self.cut_short = True  # asked to skip past the end of the stream
 
     def _read_into(self, mv: memoryview) -> int:
-        try:
-            return self._stream.readinto(mv) or 0  # type: ignore[attr-defined]
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            # A cut or damaged gzip stream: what was decompressed so far stands.
-            self._eof = True
-            raise CorruptCaptureError(
-                self.path, f"compressed stream damaged: {exc}", self._base + self._len
-            ) from None
+        n = self._stream.readinto(mv) or 0  # type: ignore[attr-defined]
+        if n == 0 and isinstance(self._stream, Gunzip):
+            self.cut_short = self.cut_short or self._stream.cut_short
+            self.warnings = tuple(self._stream.warnings)
+            if self._stream.error is not None and self.failure is None:
+                self.failure = CorruptCaptureError(
+                    self.path, f"compressed stream damaged: {self._stream.error}",
+                    self._stream.raw_offset)
+        return n
 
     def close(self) -> None:
         self._stream.close()
@@ -155,11 +163,76 @@ def _maybe_gzip(path: str, raw: BinaryIO, window: int) -> ByteInput:
     if bytes(head[:2]) == _GZIP_MAGIC:
         # Re-wrap: the bytes already read are replayed in front of the rest of the stream.
         prefix = bytes(head)
-        return StreamInput(
-            path, gzip.GzipFile(fileobj=_Prefixed(prefix, raw), mode="rb"),  # type: ignore[call-overload]  # a duck-typed reader
-            compressed=True, window=window,
-        )
+        return StreamInput(path, Gunzip(_Prefixed(prefix, raw)),  # type: ignore[arg-type]
+                           compressed=True, window=window)
     return stream
+
+
+class Gunzip:
+    """A gzip stream decompressed a chunk at a time, so that damage loses nothing
+    decompressed before it: a stream cut short ends as a cut (``cut_short``), a bad
+    trailer is an ``error`` found after all the data, trailing bytes a warning."""
+
+    CHUNK = 1 << 16
+    TRAILER = 8
+
+    def __init__(self, raw: _Prefixed) -> None:
+        self.raw = raw
+        self._z = zlib.decompressobj(wbits=31)
+        self._out = b""
+        self._held = b""  # the last bytes read, held back: they may be the trailer
+        self._done = False
+        self.raw_offset = 0
+        self.cut_short = False
+        self.error: str | None = None
+        self.warnings: list[str] = []
+
+    def readinto(self, mv: memoryview) -> int:
+        while not self._out and not self._done:
+            self._step()
+        n = min(len(mv), len(self._out))
+        mv[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _step(self) -> None:
+        chunk = self.raw.read(self.CHUNK)
+        data = self._held + chunk
+        if chunk:
+            # Decompress all but the last bytes: a damaged trailer then fails alone.
+            self._held = data[-self.TRAILER :]
+            data = data[: -self.TRAILER]
+        else:
+            self._held = b""
+        try:
+            self._out += self._z.decompress(data)
+            self.raw_offset += len(data)
+            while self._z.eof and self._z.unused_data:
+                rest = self._z.unused_data + self._held
+                self._held = b""
+                if not rest.startswith(b"\x1f\x8b"):
+                    if rest.strip(b"\0"):
+                        self.warnings.append("bytes after the end of the gzip stream ignored")
+                    self._drain_garbage()
+                    return
+                self._z = zlib.decompressobj(wbits=31)  # the next gzip member
+                self._out += self._z.decompress(rest)
+        except zlib.error as exc:
+            self.error = str(exc)
+            self._done = True
+            return
+        if not chunk:
+            self._done = True
+            if not self._z.eof:
+                self.cut_short = True
+
+    def _drain_garbage(self) -> None:
+        while self.raw.read(self.CHUNK):
+            pass
+        self._done = True
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 class _Prefixed:

@@ -146,9 +146,11 @@ class PcapReader:
                 if status == NEED_MORE:
                     break
             if eof:
-                if rel < end:
+                if rel < end or self.source.cut_short:
                     self.complete = False
                     self.cut_at = pos + rel
+                if self.source.failure is not None:
+                    raise self.source.failure
                 return
             if rel == 0:  # only with a window smaller than the largest record
                 raise CorruptCaptureError(self.path, "record larger than the read window", pos)

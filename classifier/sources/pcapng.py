@@ -99,10 +99,13 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, max_bytes, off, cap, wire, ts
             off[n] = b + 20
             cap[n] = incl
             wire[n] = orig
-            ts[n] = (hi << 32) | lo
+            # Units past 2**63 are no time at all: the top bit is dropped, not wrapped.
+            ts[n] = ((hi & 0x7FFFFFFF) << 32) | lo
             ifid[n] = iface
             n += 1
         elif btype == 3:
+            if blen < 16:  # no room for the original length
+                return n, pos, 2
             if n_if < 1:
                 return n, pos, 5
             orig = be32(buf, b) if big else le32(buf, b)
@@ -213,9 +216,11 @@ class PcapngReader:
             if rel == -1:
                 continue
             if eof:
-                if rel < end:
+                if rel < end or self.source.cut_short:
                     self.complete = False
                     self.cut_at = pos + rel
+                if self.source.failure is not None:
+                    raise self.source.failure
                 return
             if rel == 0:
                 # The window started at this block and still does not hold it.
@@ -271,7 +276,9 @@ class PcapngReader:
                 # Past 2^-63 or 10^-19 s the units no longer fit 64 bits anyway.
                 iface.resolution = (bool(value[0] & 0x80), min(value[0] & 0x7F, 63))
             elif code == 14 and len(value) >= 8:
-                (iface.offset_s,) = struct.unpack(e + "q", value[:8])
+                (offset,) = struct.unpack(e + "q", value[:8])
+                # Beyond a few centuries an offset is damage: ignored, not overflowed.
+                iface.offset_s = offset if abs(offset) < 10**10 else 0
         self.interfaces.append(iface)
         self.link_types.add(linktype)
         return int(blen)
