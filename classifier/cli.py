@@ -60,12 +60,15 @@ def cli() -> None:
               help="Flows held at once; the least recently seen are flushed beyond it.")
 @click.option("--idle-timeout", default="5m", show_default=True, metavar="DURATION",
               help="Flows idle this long are flushed.")
+@click.option("--skip-damaged", is_flag=True,
+              help="After a corrupt pcap record, resynchronise and go on (skipped bytes "
+                   "are counted) instead of stopping.")
 @click.option("--categories-only", is_flag=True,
               help="Only the category totals (no directions, flows, rates, QoS): fastest.")
 def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
             jobs: int | None, quiet: bool, inside: tuple[str, ...], interval: str | None,
             flows_path: str | None, series_path: str | None, max_flows: int,
-            idle_timeout: str, categories_only: bool) -> None:
+            idle_timeout: str, skip_damaged: bool, categories_only: bool) -> None:
     """Classify every packet of CAPTURES (files, directories, globs, or - for stdin)
     and report packets and wire bytes per Office 365 category, direction and flow."""
     try:
@@ -91,7 +94,8 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
         _err("error", "--categories-only excludes --interval, --flows and --series")
         sys.exit(2)
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
-                      idle_timeout_ns=idle_ns, flow_sink=writer, details=not categories_only)
+                      idle_timeout_ns=idle_ns, flow_sink=writer, details=not categories_only,
+                      skip_damaged=skip_damaged)
     files = expand_paths(captures)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:

@@ -65,6 +65,9 @@ class Options:
     idle_timeout_ns: int = 300 * 1_000_000_000
     #: Receives flow records (evicted ones as they go, the rest at the end).
     flow_sink: Callable[[Flows], None] | None = None
+    #: pcap: after a corrupt record header, resynchronise on the next plausible
+    #: records and go on (the skipped bytes are counted) instead of stopping.
+    skip_damaged: bool = False
 
     @property
     def series_interval_ns(self) -> int:
@@ -104,6 +107,7 @@ class Aggregator:
             )
         self._next_expiry: int | None = None
         self.warnings: list[str] = []
+        self.extra: Counter[str] = Counter()  # anomalies found by the reader
 
     def _evicted(self, flows: Flows) -> None:
         assert self.result.flows is not None
@@ -188,6 +192,7 @@ class Aggregator:
         self.packets, self.bytes = r.packets, r.bytes
         self.anomaly_codes += later.anomaly_codes
         self.caplen_over_wire += later.caplen_over_wire
+        self.extra += later.extra
         for ts in (later.first_ts, later.last_ts):
             if ts is not None:
                 self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
@@ -205,6 +210,7 @@ class Aggregator:
                 out[name] = int(self.anomaly_codes[code])
         if self.caplen_over_wire:
             out["captured-over-wire-length"] = self.caplen_over_wire
+        out.update(self.extra)
         return out
 
 
@@ -252,7 +258,8 @@ def scan(
     reported = 0
     reader = None
     try:
-        reader = open_capture(path, compiled=compiled, byte_range=byte_range)
+        reader = open_capture(path, compiled=compiled, byte_range=byte_range,
+                              skip_damaged=options.skip_damaged)
         reported = reader.position
         summary.format = reader.format
         use_compiled = reader.compiled
@@ -269,7 +276,15 @@ def scan(
             if progress is not None:
                 progress(reader.position - reported)
                 reported = reader.position
-        if not reader.complete:
+        skipped: list[tuple[int, int]] = getattr(reader, "skipped", [])
+        for at, length in skipped[:10]:
+            summary.warnings.append(f"{path}: skipped {length} damaged bytes at byte {at}")
+        if len(skipped) > 10:
+            summary.warnings.append(f"{path}: and {len(skipped) - 10} more damaged stretches")
+        if skipped:
+            summary.complete = False
+            agg.extra["damaged-bytes-skipped"] += sum(n for _, n in skipped)
+        if not reader.complete and reader.cut_at is not None:
             summary.complete = False
             summary.status = "cut"
             summary.warnings.append(

@@ -18,70 +18,18 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from ._bytes import be32, le32
-from ._jit import kernel
 from .lookup import CompiledRules, compile_rules
 from .result import AnalysisResult
 from .rules import RuleSet
 from .sources.batch import MAX_CAPLEN
-from .sources.pcap import MAGICS
+from .sources.pcap import CHAIN, MAGICS, find_record
 
 __all__ = ["SPLIT_MIN_BYTES", "analyze_split", "find_record", "plan_ranges"]
 
 #: Captures smaller than this are not worth splitting.
 SPLIT_MIN_BYTES = 32 << 20
-#: Consecutive plausible record headers that make a boundary.
-CHAIN = 16
 #: Bytes searched for a boundary after a split point.
 SEARCH = 4 << 20
-#: Largest plausible original length (TSO/GRO frames exceed any MTU, not this).
-MAX_WIRE = 1 << 24
-#: Largest plausible jump between consecutive timestamps, in seconds.
-MAX_GAP = 86_400
-
-
-@kernel
-def find_record(buf, start, big, frac_limit, hdr_len, chain):  # type: ignore[no-untyped-def]
-    """The first offset >= ``start`` in ``buf`` where ``chain`` consecutive plausible
-    record headers follow one another (or reach the end of ``buf`` exactly); -1 if
-    there is none."""
-    end = buf.shape[0]
-    for cand in range(start, end - hdr_len + 1):
-        pos = cand
-        prev = -1
-        ok = True
-        for _ in range(chain):
-            if pos == end:
-                break
-            if pos + hdr_len > end:
-                ok = False
-                break
-            if big:
-                sec = be32(buf, pos)
-                frac = be32(buf, pos + 4)
-                incl = be32(buf, pos + 8)
-                orig = be32(buf, pos + 12)
-            else:
-                sec = le32(buf, pos)
-                frac = le32(buf, pos + 4)
-                incl = le32(buf, pos + 8)
-                orig = le32(buf, pos + 12)
-            if frac >= frac_limit or incl > MAX_CAPLEN or incl > orig or orig > MAX_WIRE:
-                ok = False
-                break
-            if prev >= 0 and (sec - prev > MAX_GAP or prev - sec > MAX_GAP):
-                ok = False
-                break
-            prev = sec
-            pos += hdr_len + incl
-            if pos > end:
-                ok = False
-                break
-        if ok:
-            return cand
-    return -1
-
-
 def plan_ranges(path: str, parts: int, *, min_bytes: int = SPLIT_MIN_BYTES,
                 at: Sequence[int] | None = None) -> list[tuple[int, int]] | None:
     """Byte ranges of a pcap file, each starting at a record; None if it cannot be

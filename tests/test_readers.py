@@ -191,3 +191,44 @@ def test_stdin_is_read_as_a_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [g[1] for g in got] == [r[1] for r in recs]
     assert reader.source.size is None  # type: ignore[attr-defined]
     assert np.all(np.diff([g[0] for g in got]) > 0)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("tail", [5, 0])
+def test_skip_damaged_resynchronises_on_the_next_records(tmp_path: Path, compiled: bool,
+                                                         tail: int) -> None:
+    before = [(i * 10**9, bytes([i]) * 40, 40) for i in range(3)]
+    after = [((10 + i) * 10**9, bytes([i]) * 50, 50) for i in range(tail)]
+    head = writers.pcap(before)
+    garbage = b"\xff" * 37  # a record header claiming 4 GiB, and more junk
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(head + garbage + writers.pcap(after)[24:])
+    reader = open_capture(str(path), compiled=compiled, skip_damaged=True)
+    got = [int(w) for b in reader for w in b.wirelen]
+    assert got == [40] * 3 + [50] * tail
+    skipped_to = len(path.read_bytes()) if tail == 0 else len(head) + len(garbage)
+    assert reader.skipped == [(len(head), skipped_to - len(head))]  # type: ignore[attr-defined]
+    assert reader.complete is False
+
+
+def test_skip_damaged_from_the_command_line(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    before = [(i * 10**9, bytes([i]) * 40, 40) for i in range(3)]
+    head = writers.pcap(before)
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(head + b"\xff" * 37 + writers.pcap(before)[24:])
+    proc = subprocess.run([sys.executable, "-m", "classifier", "analyze", "--format", "json",
+                           "--skip-damaged", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["totals"]["packets"] == 6
+    assert doc["anomalies"]["damaged-bytes-skipped"] == 37
+    assert f"skipped 37 damaged bytes at byte {len(head)}" in proc.stderr
+    plain = subprocess.run([sys.executable, "-m", "classifier", "analyze", "--format", "json",
+                            str(path)], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert plain.returncode == 1 and json.loads(plain.stdout)["totals"]["packets"] == 3

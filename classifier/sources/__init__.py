@@ -46,6 +46,7 @@ def open_capture(
     max_packets: int = MAX_PACKETS,
     window: int = WINDOW,
     byte_range: tuple[int, int] | None = None,
+    skip_damaged: bool = False,
 ) -> CaptureReader:
     """Open a pcap or pcapng capture (optionally gzip-compressed; ``-`` is stdin).
 
@@ -53,6 +54,8 @@ def open_capture(
     compiled kernels; by default they are used unless the capture is small.
     ``byte_range`` (uncompressed pcap only) reads just the records from ``start``, a
     record boundary, to ``stop``, where the reading ends as at the end of the file.
+    ``skip_damaged`` (pcap) resynchronises after a corrupt record header on the next
+    chain of plausible records instead of stopping (``reader.skipped`` says where).
     Raises :class:`NotACaptureError` for anything that is not a readable capture.
     """
     source = open_input(path, window=window)
@@ -71,7 +74,7 @@ def open_capture(
         if magic in MAGICS:
             start, stop = byte_range if byte_range is not None else (24, None)
             reader = PcapReader(source, compiled=compiled, max_packets=max_packets,
-                                start=start, stop=stop)
+                                start=start, stop=stop, skip_damaged=skip_damaged)
         elif magic == SHB_TYPE:
             reader = PcapngReader(source, compiled=compiled, max_packets=max_packets)
         else:

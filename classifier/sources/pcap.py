@@ -84,13 +84,63 @@ def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, off, 
     return n, pos, 1, touched
 
 
+#: Consecutive plausible record headers that make a boundary.
+CHAIN = 16
+#: Largest plausible original length (TSO/GRO frames exceed any MTU, not this).
+MAX_WIRE = 1 << 24
+#: Largest plausible jump between consecutive timestamps, in seconds.
+MAX_GAP = 86_400
+
+
+@kernel
+def find_record(buf, start, big, frac_limit, hdr_len, chain):  # type: ignore[no-untyped-def]
+    """The first offset >= ``start`` in ``buf`` where ``chain`` consecutive plausible
+    record headers follow one another (or reach the end of ``buf`` exactly); -1 if
+    there is none."""
+    end = buf.shape[0]
+    for cand in range(start, end - hdr_len + 1):
+        pos = cand
+        prev = -1
+        ok = True
+        for _ in range(chain):
+            if pos == end:
+                break
+            if pos + hdr_len > end:
+                ok = False
+                break
+            if big:
+                sec = be32(buf, pos)
+                frac = be32(buf, pos + 4)
+                incl = be32(buf, pos + 8)
+                orig = be32(buf, pos + 12)
+            else:
+                sec = le32(buf, pos)
+                frac = le32(buf, pos + 4)
+                incl = le32(buf, pos + 8)
+                orig = le32(buf, pos + 12)
+            if frac >= frac_limit or incl > MAX_CAPLEN or incl > orig or orig > MAX_WIRE:
+                ok = False
+                break
+            if prev >= 0 and (sec - prev > MAX_GAP or prev - sec > MAX_GAP):
+                ok = False
+                break
+            prev = sec
+            pos += hdr_len + incl
+            if pos > end:
+                ok = False
+                break
+        if ok:
+            return cand
+    return -1
+
+
 class PcapReader:
     """Stream a pcap capture as batches."""
 
     format = "pcap"
 
     def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
-                 start: int = 24, stop: int | None = None):
+                 start: int = 24, stop: int | None = None, skip_damaged: bool = False):
         self.source = source
         self.path = source.path
         self.compiled = compiled
@@ -109,6 +159,9 @@ class PcapReader:
         self.cut_at: int | None = None
         self.position = max(24, start)
         self.stop = stop  # a byte range's end: the reading ends there as at end of file
+        self.skip_damaged = skip_damaged
+        #: (offset, length) of every damaged stretch skipped
+        self.skipped: list[tuple[int, int]] = []
         self._walk = walk_pcap.select(compiled)
         self._max_packets = max_packets
 
@@ -136,15 +189,30 @@ class PcapReader:
                     yield Batch(buf, off[:n], cap[:n], wire[:n], ts[:n], lt, pos + rel)
                 self.position = pos + nxt
                 if status == CORRUPT:
-                    incl = _u32(buf, nxt + 8, self.big)
-                    raise CorruptCaptureError(
-                        self.path,
-                        f"corrupt record header: captured length {incl} is over {MAX_CAPLEN}",
-                        pos + nxt,
-                    )
+                    if not self.skip_damaged:
+                        incl = _u32(buf, nxt + 8, self.big)
+                        raise CorruptCaptureError(
+                            self.path,
+                            f"corrupt record header: captured length {incl} is over "
+                            f"{MAX_CAPLEN}",
+                            pos + nxt,
+                        )
+                    bad = pos + nxt
+                    resume = self._resync(bad + 1)
+                    if resume is None:  # nothing valid up to the end
+                        self.skipped.append((bad, self._end_of(bad) - bad))
+                        self.complete = False
+                        self.cut_at = None
+                        return
+                    self.skipped.append((bad, resume - bad))
+                    self.complete = False  # bytes were skipped
+                    pos, rel = resume, -1
+                    break
                 rel = nxt
                 if status == NEED_MORE:
                     break
+            if rel == -1:  # resynchronised past damage: read on from pos
+                continue
             if eof:
                 if rel < end or self.source.cut_short:
                     self.complete = False
@@ -155,6 +223,36 @@ class PcapReader:
             if rel == 0:  # only with a window smaller than the largest record
                 raise CorruptCaptureError(self.path, "record larger than the read window", pos)
             pos += rel
+
+
+    def _resync(self, start: int) -> int | None:
+        """The next offset from ``start`` where a chain of plausible records begins,
+        or None if there is none before the end."""
+        hdr = self.record_header
+        frac_limit = 1_000_000_000 if self.nanosecond else 1_000_000
+        overlap = CHAIN * (MAX_CAPLEN + hdr)
+        find = find_record.select(self.compiled)
+        while True:
+            buf, eof = self.source.view(start)
+            if self.stop is not None and start + len(buf) >= self.stop:
+                buf, eof = buf[: max(0, self.stop - start)], True
+            found = int(find(buf, 0, self.big, frac_limit, hdr, CHAIN))
+            if found >= 0:
+                return start + found
+            if eof or len(buf) <= overlap:
+                return None
+            start += len(buf) - overlap
+
+    def _end_of(self, at: int) -> int:
+        if self.stop is not None:
+            return self.stop
+        if self.source.size is not None:
+            return self.source.size
+        while True:  # a stream: read to its end
+            buf, eof = self.source.view(at)
+            at += len(buf)
+            if eof:
+                return at
 
 
 def _u32(buf: np.ndarray, at: int, big: bool) -> int:
