@@ -311,19 +311,17 @@ class FlowTable:
         if self.sink is not None and len(out):
             self.sink(out)
 
-    def make_room(self, now: int) -> None:
-        """Full: evict idle flows, then the least recently seen, or grow."""
+    def make_room(self, now: int, *, keep: int | None = None) -> None:
+        """Full: evict idle flows, then the least recently seen, down to ``keep``
+        flows (half the bound by default)."""
+        target = self.max_flows // 2 if keep is None else keep
         last = self.stats[: self.count, S_LAST]
-        keep = last >= now - self.idle_timeout_ns
-        if keep.all() and self.count < self.max_flows:
-            self._resize(min(self.max_flows, self.count * 2), keep)
-            return
-        if keep.sum() > self.max_flows // 2:
-            # Still too full: keep the most recently seen half.
+        kept = last >= now - self.idle_timeout_ns
+        if kept.sum() > target:
             order = np.argsort(last, kind="stable")
-            keep = np.zeros(self.count, bool)
-            keep[order[self.count - self.max_flows // 2 :]] = True
-        self._evict(~keep)
+            kept = np.zeros(self.count, bool)
+            kept[order[self.count - target :]] = True
+        self._evict(~kept)
 
     def expire(self, now: int) -> None:
         """Evict the flows idle since before ``now`` minus the idle timeout."""

@@ -70,8 +70,13 @@ def _scan_range(path: str, rules: RuleSet, byte_range: tuple[int, int],
     from .pipeline import Options, scan  # resolved in the worker
 
     assert options is None or isinstance(options, Options)
-    return scan(path, compile_rules(rules), byte_range=byte_range, compiled=True,
+    part = scan(path, compile_rules(rules), byte_range=byte_range, compiled=True,
                 options=options)
+    table = part.agg.flow_table
+    if table is not None and table.count > table.max_flows // 2 and part.agg.last_ts:
+        # Send back at most half a table: the parent merges two without growing.
+        table.make_room(part.agg.last_ts, keep=table.max_flows // 2)
+    return part
 
 
 def analyze_split(
