@@ -61,7 +61,7 @@ def cli() -> None:
 @click.option("--idle-timeout", default="5m", show_default=True, metavar="DURATION",
               help="Flows idle this long are flushed.")
 @click.option("--skip-damaged", is_flag=True,
-              help="After a corrupt pcap record, resynchronise and go on (skipped bytes "
+              help="After a corrupt record or block, resynchronise and go on (skipped bytes "
                    "are counted) instead of stopping.")
 @click.option("--categories-only", is_flag=True,
               help="Only the category totals (no directions, flows, rates, QoS): fastest.")

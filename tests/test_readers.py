@@ -232,3 +232,21 @@ def test_skip_damaged_from_the_command_line(tmp_path: Path) -> None:
                             str(path)], capture_output=True, text=True, timeout=120,
                            check=False)
     assert plain.returncode == 1 and json.loads(plain.stdout)["totals"]["packets"] == 3
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_skip_damaged_pcapng_resynchronises_on_the_next_blocks(tmp_path: Path,
+                                                               compiled: bool) -> None:
+    head = writers.shb() + writers.idb(1)
+    good = [writers.epb(0, i, bytes([i]) * 30, 30) for i in range(3)]
+    bad = bytearray(writers.epb(0, 9, b"y" * 30, 30))
+    bad[-4:] = (999).to_bytes(4, "little")  # trailer disagrees with the header
+    after = [writers.epb(0, 20 + i, bytes([i]) * 40, 40) for i in range(12)]
+    path = tmp_path / "damaged.pcapng"
+    path.write_bytes(head + b"".join(good) + bytes(bad) + b"".join(after))
+    reader = open_capture(str(path), compiled=compiled, skip_damaged=True)
+    got = [int(w) for b in reader for w in b.wirelen]
+    assert got == [30] * 3 + [40] * 12
+    at = len(head) + sum(map(len, good))
+    assert reader.skipped == [(at, len(bad))]  # type: ignore[attr-defined]
+    assert reader.complete is False

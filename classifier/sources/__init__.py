@@ -54,8 +54,9 @@ def open_capture(
     compiled kernels; by default they are used unless the capture is small.
     ``byte_range`` (uncompressed pcap only) reads just the records from ``start``, a
     record boundary, to ``stop``, where the reading ends as at the end of the file.
-    ``skip_damaged`` (pcap) resynchronises after a corrupt record header on the next
-    chain of plausible records instead of stopping (``reader.skipped`` says where).
+    ``skip_damaged`` resynchronises after a corrupt record or block on the next chain
+    of plausible records (pcap) or well-formed blocks (pcapng) instead of stopping
+    (``reader.skipped`` says where).
     Raises :class:`NotACaptureError` for anything that is not a readable capture.
     """
     source = open_input(path, window=window)
@@ -76,7 +77,8 @@ def open_capture(
             reader = PcapReader(source, compiled=compiled, max_packets=max_packets,
                                 start=start, stop=stop, skip_damaged=skip_damaged)
         elif magic == SHB_TYPE:
-            reader = PcapngReader(source, compiled=compiled, max_packets=max_packets)
+            reader = PcapngReader(source, compiled=compiled, max_packets=max_packets,
+                                  skip_damaged=skip_damaged)
         else:
             what = "gzip data that is" if source.compressed else "a file that is"
             raise NotACaptureError(

@@ -125,6 +125,40 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, max_bytes, off, cap, wire, ts
     return n, pos, 1
 
 
+#: Consecutive valid blocks that make a resynchronisation point.
+CHAIN = 8
+
+
+@kernel
+def find_block(buf, start, big, chain):  # type: ignore[no-untyped-def]
+    """The first offset >= ``start`` in ``buf`` (4-aligned from ``start``) where
+    ``chain`` consecutive well-formed blocks follow one another (length a multiple of
+    4, at least 12, repeated in the trailer), or reach the end of ``buf``; -1 if none."""
+    end = buf.shape[0]
+    for cand in range(start, end - 12 + 1, 4):
+        pos = cand
+        ok = True
+        for _ in range(chain):
+            if pos == end:
+                break
+            if pos + 12 > end:
+                ok = False
+                break
+            blen = be32(buf, pos + 4) if big else le32(buf, pos + 4)
+            if blen < 12 or blen % 4 != 0 or blen > 16 * 1024 * 1024 or pos + blen > end:
+                ok = False
+                break
+            t = pos + blen - 4
+            trail = be32(buf, t) if big else le32(buf, t)
+            if trail != blen:
+                ok = False
+                break
+            pos += blen
+        if ok:
+            return cand
+    return -1
+
+
 @dataclass
 class Interface:
     """What an IDB says about its packets."""
@@ -140,10 +174,14 @@ class PcapngReader:
 
     format = "pcapng"
 
-    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS):
+    def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
+                 skip_damaged: bool = False):
         self.source = source
         self.path = source.path
         self.compiled = compiled
+        self.skip_damaged = skip_damaged
+        #: (offset, length) of every damaged stretch skipped
+        self.skipped: list[tuple[int, int]] = []
         self.link_types: set[int] = set()
         self.complete = True
         self.cut_at: int | None = None
@@ -189,7 +227,18 @@ class PcapngReader:
                 if status == FULL:
                     continue
                 if status == CORRUPT:
-                    raise CorruptCaptureError(self.path, self._corrupt(buf, rel), pos + rel)
+                    if not self.skip_damaged:
+                        raise CorruptCaptureError(self.path, self._corrupt(buf, rel), pos + rel)
+                    bad = pos + rel
+                    resume = self._resync(bad + 4)
+                    self.complete = False
+                    if resume is None:  # nothing valid up to the end
+                        self.skipped.append((bad, self._end_of(bad) - bad))
+                        return
+                    self.skipped.append((bad, resume - bad))
+                    pos = resume
+                    rel = -1
+                    break
                 if status == BAD_INTERFACE:
                     raise CorruptCaptureError(
                         self.path,
@@ -229,6 +278,28 @@ class PcapngReader:
                     pos,
                 )
             pos += rel
+
+    def _resync(self, start: int) -> int | None:
+        """The next offset from ``start`` where a chain of well-formed blocks begins."""
+        overlap = CHAIN * (65536 + MAX_CAPLEN)
+        find = find_block.select(self.compiled)
+        while True:
+            buf, eof = self.source.view(start)
+            found = int(find(buf, 0, self.big, CHAIN))
+            if found >= 0:
+                return start + found
+            if eof or len(buf) <= overlap:
+                return None
+            start += len(buf) - overlap
+
+    def _end_of(self, at: int) -> int:
+        if self.source.size is not None:
+            return self.source.size
+        while True:  # a stream: read to its end
+            buf, eof = self.source.view(at)
+            at += len(buf)
+            if eof:
+                return at
 
     # -- rare blocks, parsed in Python ---------------------------------------------------
 
