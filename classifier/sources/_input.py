@@ -40,6 +40,17 @@ class ByteInput:
         """Bytes from absolute offset ``pos``: up to a window, and whether they reach EOF."""
         raise NotImplementedError
 
+    def end_from(self, at: int) -> int:
+        """The offset of the end of the data, reading through it from ``at`` if the
+        size is not known."""
+        if self.size is not None:
+            return self.size
+        while True:
+            buf, eof = self.view(at)
+            at += len(buf)
+            if eof:
+                return at
+
     def close(self) -> None:
         """Release the file."""
 

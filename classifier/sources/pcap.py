@@ -41,6 +41,14 @@ PREFETCH = 4096
 NEED_MORE, FULL, CORRUPT = 0, 1, 2
 
 
+@kernel(inline=True)
+def record_header(buf, pos, big):  # type: ignore[no-untyped-def]
+    """(ts_sec, ts_frac, incl_len, orig_len) of the record header at ``pos``."""
+    if big:
+        return be32(buf, pos), be32(buf, pos + 4), be32(buf, pos + 8), be32(buf, pos + 12)
+    return le32(buf, pos), le32(buf, pos + 4), le32(buf, pos + 8), le32(buf, pos + 12)
+
+
 @kernel
 def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, off, cap, wire, ts):  # type: ignore[no-untyped-def]
     """Walk records in ``buf[pos:end]`` into the output columns.
@@ -61,16 +69,7 @@ def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, off, 
         # loads. Touching memory further ahead, off the chain, lets those misses
         # overlap instead of queueing (a software prefetch).
         touched += u8(buf, min(pos + PREFETCH, end - 1))
-        if big:
-            sec = be32(buf, pos)
-            frac = be32(buf, pos + 4)
-            incl = be32(buf, pos + 8)
-            orig = be32(buf, pos + 12)
-        else:
-            sec = le32(buf, pos)
-            frac = le32(buf, pos + 4)
-            incl = le32(buf, pos + 8)
-            orig = le32(buf, pos + 12)
+        sec, frac, incl, orig = record_header(buf, pos, big)
         if incl > max_caplen:
             return n, pos, 2, touched
         if pos + hdr_len + incl > end:
@@ -108,16 +107,7 @@ def find_record(buf, start, big, frac_limit, hdr_len, chain):  # type: ignore[no
             if pos + hdr_len > end:
                 ok = False
                 break
-            if big:
-                sec = be32(buf, pos)
-                frac = be32(buf, pos + 4)
-                incl = be32(buf, pos + 8)
-                orig = be32(buf, pos + 12)
-            else:
-                sec = le32(buf, pos)
-                frac = le32(buf, pos + 4)
-                incl = le32(buf, pos + 8)
-                orig = le32(buf, pos + 12)
+            sec, frac, incl, orig = record_header(buf, pos, big)
             if frac >= frac_limit or incl > MAX_CAPLEN or incl > orig or orig > MAX_WIRE:
                 ok = False
                 break
@@ -200,7 +190,8 @@ class PcapReader:
                     bad = pos + nxt
                     resume = self._resync(bad + 1)
                     if resume is None:  # nothing valid up to the end
-                        self.skipped.append((bad, self._end_of(bad) - bad))
+                        last = self.stop if self.stop is not None else self.source.end_from(bad)
+                        self.skipped.append((bad, last - bad))
                         self.complete = False
                         self.cut_at = None
                         return
@@ -242,17 +233,6 @@ class PcapReader:
             if eof or len(buf) <= overlap:
                 return None
             start += len(buf) - overlap
-
-    def _end_of(self, at: int) -> int:
-        if self.stop is not None:
-            return self.stop
-        if self.source.size is not None:
-            return self.source.size
-        while True:  # a stream: read to its end
-            buf, eof = self.source.view(at)
-            at += len(buf)
-            if eof:
-                return at
 
 
 def _u32(buf: np.ndarray, at: int, big: bool) -> int:

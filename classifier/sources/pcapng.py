@@ -233,7 +233,7 @@ class PcapngReader:
                     resume = self._resync(bad + 4)
                     self.complete = False
                     if resume is None:  # nothing valid up to the end
-                        self.skipped.append((bad, self._end_of(bad) - bad))
+                        self.skipped.append((bad, self.source.end_from(bad) - bad))
                         return
                     self.skipped.append((bad, resume - bad))
                     pos = resume
@@ -291,15 +291,6 @@ class PcapngReader:
             if eof or len(buf) <= overlap:
                 return None
             start += len(buf) - overlap
-
-    def _end_of(self, at: int) -> int:
-        if self.source.size is not None:
-            return self.source.size
-        while True:  # a stream: read to its end
-            buf, eof = self.source.view(at)
-            at += len(buf)
-            if eof:
-                return at
 
     # -- rare blocks, parsed in Python ---------------------------------------------------
 
