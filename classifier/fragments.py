@@ -61,7 +61,17 @@ class Packets:
                             for name in ("cat", "side", "wire", "cap", "ts")))
 
 
-Ref = tuple[Packets, int]  # a held-back packet: row ``int`` of a chunk of held rows
+class _Held:
+    """The later fragments one batch held back, copied once when the batch is settled."""
+
+    __slots__ = ("packets", "row")
+
+    def __init__(self) -> None:
+        self.packets: Packets | None = None
+        self.row: dict[int, int] = {}  # index in the batch -> row of ``packets``
+
+
+Ref = tuple[_Held, int]  # a held-back packet: its batch's holder and index in the batch
 
 
 class FragmentTable:
@@ -84,11 +94,7 @@ class FragmentTable:
         if sel.size == 0:
             return p, None
         flags = h.flags[sel].tolist()
-        later = [i for i, f in zip(sel.tolist(), flags, strict=True)
-                 if not f & FLAG_FIRST_FRAGMENT]
-        # One copy of every later fragment of the batch, in case some are held back.
-        chunk = p.take(np.array(later, np.int64)) if later else None
-        row = {i: j for j, i in enumerate(later)}
+        holder = _Held()
         held: list[int] = []
         released: list[tuple[Ref, Info]] = []
         # Python per fragment only: fragments are rare and must be taken in order.
@@ -103,9 +109,11 @@ class FragmentTable:
                 if known is not None:
                     p.cat[i], h.sport[i], h.dport[i], p.side[i] = known
                 else:
-                    assert chunk is not None
                     held.append(i)
-                    self._hold(key, (chunk, row[i]))
+                    self._hold(key, (holder, i))
+        if held:
+            holder.packets = p.take(np.array(held, np.int64))
+            holder.row = {i: j for j, i in enumerate(held)}
         now = p
         if held:
             keep = np.ones(len(p), bool)
@@ -169,13 +177,14 @@ def _gather(refs: list[Ref]) -> Packets:
     """The held-back packets ``refs`` as one batch, in the order given."""
     parts = []
     order = []
-    by_chunk: dict[int, tuple[Packets, list[int], list[int]]] = {}
-    for n, (chunk, j) in enumerate(refs):
-        entry = by_chunk.setdefault(id(chunk), (chunk, [], []))
-        entry[1].append(j)
+    by_batch: dict[int, tuple[_Held, list[int], list[int]]] = {}
+    for n, (holder, i) in enumerate(refs):
+        entry = by_batch.setdefault(id(holder), (holder, [], []))
+        entry[1].append(holder.row[i])
         entry[2].append(n)
-    for chunk, rows, positions in by_chunk.values():
-        parts.append(chunk.take(np.array(rows, np.int64)))
+    for holder, rows, positions in by_batch.values():
+        assert holder.packets is not None
+        parts.append(holder.packets.take(np.array(rows, np.int64)))
         order += positions
     gathered = Packets.concat(parts)
     return gathered.take(np.argsort(np.array(order), kind="stable"))
