@@ -48,6 +48,8 @@ def cli() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Processes for several captures [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--glob", "pattern", default="*", show_default=True, metavar="PATTERN",
+              help="Files to take from directories (searched recursively), e.g. '*.pcap*'.")
 @click.option("--inside", "inside", multiple=True, metavar="CIDR",
               help="The user's network (repeatable) [default: the private ranges].")
 @click.option("--interval", metavar="DURATION",
@@ -66,7 +68,8 @@ def cli() -> None:
 @click.option("--categories-only", is_flag=True,
               help="Only the category totals (no directions, flows, rates, QoS): fastest.")
 def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
-            jobs: int | None, quiet: bool, inside: tuple[str, ...], interval: str | None,
+            jobs: int | None, quiet: bool, pattern: str, inside: tuple[str, ...],
+            interval: str | None,
             flows_path: str | None, series_path: str | None, max_flows: int,
             idle_timeout: str, skip_damaged: bool, categories_only: bool) -> None:
     """Classify every packet of CAPTURES (files, directories, globs, or - for stdin)
@@ -96,7 +99,7 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
                       idle_timeout_ns=idle_ns, flow_sink=writer, details=not categories_only,
                       skip_damaged=skip_damaged)
-    files = expand_paths(captures)
+    files = expand_paths(captures, pattern=pattern)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:
         result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,

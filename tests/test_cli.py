@@ -155,3 +155,15 @@ def test_categories_only_gives_schema_1_sections_with_the_same_numbers(pcaps_dir
     assert set(doc) == SCHEMA_1_KEYS
     for key in SCHEMA_1_KEYS:
         assert doc[key] == full[key]
+
+
+def test_glob_picks_files_in_directories(pcaps_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "archive" / "day1"
+    d.mkdir(parents=True)
+    (d / "a.pcap").write_bytes((pcaps_dir / MIX).read_bytes())
+    (d / "notes.txt").write_text("not a capture")
+    everything = run("analyze", "--format", "json", str(tmp_path / "archive"))
+    assert everything.returncode == 2  # notes.txt is not a capture
+    only = run("analyze", "--format", "json", "--glob", "*.pcap", str(tmp_path / "archive"))
+    assert only.returncode == 0, only.stderr
+    assert [c["path"] for c in json.loads(only.stdout)["captures"]] == [str(d / "a.pcap")]
