@@ -48,6 +48,9 @@ def cli() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Processes for several captures [default: number of cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="Run the tasks on this Dask distributed scheduler (the captures must be "
+                   "readable by the workers at the same paths).")
 @click.option("--glob", "pattern", default="*", show_default=True, metavar="PATTERN",
               help="Files to take from directories (searched recursively), e.g. '*.pcap*'.")
 @click.option("--inside", "inside", multiple=True, metavar="CIDR",
@@ -68,7 +71,8 @@ def cli() -> None:
 @click.option("--categories-only", is_flag=True,
               help="Only the category totals (no directions, flows, rates, QoS): fastest.")
 def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output: str | None,
-            jobs: int | None, quiet: bool, pattern: str, inside: tuple[str, ...],
+            jobs: int | None, quiet: bool, scheduler: str | None, pattern: str,
+            inside: tuple[str, ...],
             interval: str | None,
             flows_path: str | None, series_path: str | None, max_flows: int,
             idle_timeout: str, skip_damaged: bool, categories_only: bool) -> None:
@@ -102,8 +106,12 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
     files = expand_paths(captures, pattern=pattern)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:
-        result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
-                              options=options)
+        try:
+            result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
+                                  options=options, scheduler=scheduler)
+        except O365TrafficError as exc:
+            _err("error", str(exc))
+            sys.exit(2)
     try:
         if writer is not None:
             writer.close()

@@ -385,13 +385,15 @@ def analyze(
     jobs: int = 1,
     progress: Progress | None = None,
     options: Options | None = None,
+    scheduler: str | None = None,
 ) -> AnalysisResult:
     """Analyse captures and return their merged result.
 
     ``paths``: capture files, directories, globs, or ``-`` for stdin. ``rules``: a
     :class:`RuleSet`, a rule file path, or None for the default Office 365 table.
     ``jobs`` > 1 spreads captures over that many processes, or a single large pcap
-    capture's byte ranges. ``progress`` is called
+    capture's byte ranges. ``scheduler`` (``tcp://host:port``) runs the same tasks on
+    a Dask distributed cluster instead. ``progress`` is called
     with the number of capture bytes just consumed.
     """
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
@@ -401,7 +403,12 @@ def analyze(
     if opts.flow_sink is not None:
         jobs = 1  # flow records go to one sink, in this process
     ranges = plan_ranges(files[0], jobs) if jobs > 1 and len(files) == 1 else None
-    if ranges is not None:
+    if scheduler is not None:
+        from .cluster import analyze_cluster  # only with a cluster
+
+        parts = analyze_cluster(files, ruleset, scheduler, options=opts, parts=max(jobs, 2),
+                                progress=progress)
+    elif ranges is not None:
         parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress,
                                options=opts)]
     elif jobs > 1 and len(files) > 1:

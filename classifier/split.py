@@ -15,6 +15,7 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def analyze_split(
     options: object = None,
 ) -> AnalysisResult:
     """Analyse ``ranges`` of one capture in parallel processes and merge them."""
-    from .pipeline import Options, Part, analyze_capture, finish  # import cycle
+    from .pipeline import Options, Part  # import cycle
 
     opts = options if isinstance(options, Options) else Options()
 
@@ -107,13 +108,21 @@ def analyze_split(
             parts.append(part)
             if progress is not None:
                 progress(stop - start)
+    return merge_parts(path, ranges, parts, compiled_rules, opts)
+
+
+def merge_parts(path: str, ranges: Sequence[tuple[int, int]], parts: Sequence[Any],
+                compiled_rules: CompiledRules, options: Any) -> AnalysisResult:
+    """The result of a capture from the parts of its byte ranges, in file order."""
+    from .pipeline import analyze_capture, finish  # import cycle
+
     merged = parts[0]
     for (_, stop), part in zip(ranges, parts[1:], strict=False):
         if merged.summary.status == "corrupt":
             break  # damage stops the reading, as it does in one piece
         if merged.end != stop:
             # A boundary was not a record boundary after all: read it in one piece.
-            return analyze_capture(path, compiled_rules, compiled=True, options=opts)
+            return analyze_capture(path, compiled_rules, compiled=True, options=options)
         merged.absorb(part)
     return finish(merged)
 
