@@ -81,11 +81,12 @@ class Aggregator:
                  compiled: bool = True) -> None:
         self.k = len(compiled_rules.categories)
         self.options = options
+        self.inside = Inside(options.inside)
         self.result = AnalysisResult.empty(
             compiled_rules.rules.name, compiled_rules.categories,
             interval_ns=options.series_interval_ns,
             show_series=options.interval_ns is not None,
-            inside=Inside(options.inside).cidrs, details=options.details,
+            inside=self.inside.cidrs, details=options.details,
         )
         self.packets = self.result.packets
         self.bytes = self.result.bytes
@@ -93,7 +94,6 @@ class Aggregator:
         self.caplen_over_wire = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
-        self.inside = Inside(options.inside)
         self.expected = np.full(self.k, -1, np.int64)
         for name, dscp in EXPECTED_DSCP.items():
             if name in compiled_rules.categories:

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import signal
 import struct
 import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -33,6 +30,7 @@ from classifier.sources import MAX_CAPLEN
 from fuzz.checks import check_capture
 from fuzz.make_corpus import frames
 from tests import writers
+from tests.deadline import deadline
 
 RULES = compile_rules(classifier.load_rules())
 TS = 1_428_312_600 * 1_000_000_000
@@ -91,27 +89,6 @@ def pcapng_layout() -> Layout:
 
 
 LAYOUTS = {"pcap": pcap_layout, "pcapng": pcapng_layout}
-
-
-class Hang(Exception):
-    """The analysis ran past its deadline."""
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise :class:`Hang` in the block after ``seconds`` (small captures run the
-    interpreted kernels, which the signal interrupts)."""
-
-    def alarm(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def analyze(path: Path) -> dict[str, Any]:

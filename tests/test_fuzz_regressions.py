@@ -14,11 +14,8 @@ goes).
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -26,6 +23,7 @@ import pytest
 from classifier.lookup import compile_rules
 from classifier.rules import load_rules
 from fuzz.checks import check_modes_agree, check_rules_bytes
+from tests.deadline import deadline
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "fuzz" / "regressions"
 RULES = compile_rules(load_rules())
@@ -35,24 +33,6 @@ DEADLINE = 60
 #: Inputs of bugs still open, by the start of their path under fuzz/regressions/.
 OPEN: dict[str, str] = {
 }
-
-
-class Hang(Exception):
-    """An input ran past its deadline."""
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    def alarm(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def cases() -> Iterator[Any]:
