@@ -216,3 +216,12 @@ def main() -> None:
     except Exception as exc:
         _err("internal error", f"{type(exc).__name__}: {exc} (please report this)")
         sys.exit(3)
+
+
+def _register_report() -> None:
+    from .cli_report import report  # its own module: the report's options and renderers
+
+    cli.add_command(report)
+
+
+_register_report()
