@@ -304,3 +304,16 @@ def test_cli_errors_are_one_line(capture: Path, tmp_path: Path) -> None:
     proc = run("report", str(bad), "--format", "md", "-o", str(out), "-q")
     assert proc.returncode == 2 and "bad.pcap" in proc.stderr
     assert "unreadable" in out.read_text()  # the report still says what happened
+
+
+def test_long_captures_are_drawn_over_longer_intervals(capture: Path) -> None:
+    # 19.98 s at 10 ms is 1,999 intervals: drawn as 1,000 of 20 ms; figures stay at 10 ms.
+    collector = TopFlows(CATEGORIES)
+    result = analyze([str(capture)], options=Options(
+        inside=(rc.INSIDE,), interval_ns=10_000_000, flow_sink=collector))
+    doc = build_report(result, collector)
+    assert doc["capture"]["interval_s"] == 0.01 and doc["capture"]["intervals"] == 1999
+    page = render_report(result, doc, "html")
+    assert "0.02 s intervals" in page and "0.01 s intervals" not in page
+    assert "kbit/s" in page.split("<svg", 1)[1]  # the axis unit fits the rates
+    assert len(page) < 1_500_000

@@ -117,7 +117,7 @@ def test_page_is_offline_error_free_and_its_figures_are_the_json(browser: Any,
         "return Array.from(document.querySelectorAll('figure svg'))"
         ".map(s => s.textContent);")
     assert len(svg_text) == 2
-    assert "Upload rate by category" in svg_text[0] and "Mbit/s" in svg_text[0]
+    assert "Upload rate by category" in svg_text[0] and "kbit/s" in svg_text[0]
     assert "audio" in svg_text[0] and "category" in svg_text[0]
     assert "Concurrent audio, video and sharing streams" in svg_text[1]
     assert "peak 2" in svg_text[1] and "streams" in svg_text[1]

@@ -17,12 +17,20 @@ import numpy as np
 from ..measures import DIRECTIONS
 from ..result import AnalysisResult
 from .model import LINK, MEDIA
+from .units import human_duration
 
 __all__ = ["render_charts"]
 
 #: A palette that stays distinct in print and for common colour-vision deficiencies.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
           "#000000", "#999999", "#882255", "#44AA99", "#117733", "#332288", "#AA4499")
+
+
+#: The rate axis's unit: the largest whose value the busiest interval reaches.
+RATE_UNITS = ((1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s"), (1.0, "bit/s"))
+
+#: Intervals drawn at most per chart.
+MAX_POINTS = 1500
 
 
 def _time_axis(bins: np.ndarray, interval_ns: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -44,6 +52,10 @@ def _time_axis(bins: np.ndarray, interval_ns: int) -> tuple[np.ndarray, np.ndarr
                    else (1.0, "s"))
     seconds = x * interval_ns / 1e9
     return seconds / scale, np.searchsorted(x, rel), unit
+
+
+def _interval(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 60 else human_duration(seconds)
 
 
 def _svg(fig: Any, prefix: str, title: str) -> str:
@@ -71,8 +83,13 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
 
     s = result.series
     assert s is not None
-    names = result.category_names
     bins, rows = s.ordered()
+    if bins.size and int(bins[-1] - bins[0]) + 1 > MAX_POINTS:
+        # Long captures: draw over longer intervals (bytes add up, streams take the
+        # busiest interval), so the page stays small; the axis says which interval.
+        s = s.coarsened(-(-(int(bins[-1] - bins[0]) + 1) // MAX_POINTS))
+        bins, rows = s.ordered()
+    names = result.category_names
     out: dict[str, str] = {}
     interval_s = s.interval_ns / 1e9
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "o365-traffic",
@@ -83,6 +100,9 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
             x, at, unit = _time_axis(bins, s.interval_ns)
         else:
             x, at, unit = np.zeros(1), np.zeros(0, np.int64), "s"
+        top = float(s.bytes[rows][:, :, [DIRECTIONS.index(d) for d in LINK]].sum(axis=1).max()
+                    * 8 / interval_s) if bins.size else 0.0
+        scale, rate_unit = next(((f, u) for f, u in RATE_UNITS if top >= f), RATE_UNITS[-1])
         for ax, d in zip(axes, LINK, strict=True):
             j = DIRECTIONS.index(d)
             ys, labels, colors = [], [], []
@@ -90,7 +110,7 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
                 if not s.bytes[rows, i, j].any():
                     continue
                 y = np.zeros(x.size)
-                y[at] = s.bytes[rows, i, j] * 8 / interval_s / 1e6
+                y[at] = s.bytes[rows, i, j] * 8 / interval_s / scale
                 ys.append(y)
                 labels.append(c)
                 colors.append(COLORS[i % len(COLORS)])
@@ -102,11 +122,12 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
                 ax.text(0.5, 0.5, f"no {d} traffic", ha="center", va="center",
                         transform=ax.transAxes)
             ax.set_title(f"{d.capitalize()} rate by category (stacked)")
-            ax.set_ylabel("Mbit/s")
+            ax.set_ylabel(rate_unit)
             ax.set_ylim(bottom=0)
             ax.grid(axis="y", alpha=0.3)
-        axes[-1].set_xlabel(f"time since {report['capture']['start'] or 'start'} ({unit}); "
-                            f"{interval_s:g} s intervals")
+        start = (report["capture"]["start"] or "")[:19].replace("T", " ")
+        axes[-1].set_xlabel(f"time since {start} UTC ({unit}); "
+                            f"{_interval(interval_s)} intervals")
         fig.suptitle("Bit rate per category over time")
         out["rates"] = _svg(fig, "chart-rates", "Bit rate per category over time")
         plt.close(fig)
@@ -135,7 +156,8 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
         ax.set_ylabel("streams")
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(f"time since start ({unit}); {interval_s:g} s intervals")
+        ax.set_xlabel(f"time since start ({unit}); {_interval(interval_s)} intervals"
+                      + (" (busiest of each)" if s is not result.series else ""))
         ax.grid(axis="y", alpha=0.3)
         out["streams"] = _svg(fig, "chart-streams",
                               "Concurrent audio, video and sharing streams")

@@ -17,7 +17,10 @@ from markupsafe import Markup
 
 from .units import human_bytes, human_count, human_duration, human_rate, human_share
 
-__all__ = ["FORMATTERS", "lookup", "render_html"]
+__all__ = ["FORMATTERS", "MAX_FILES", "lookup", "render_html", "when"]
+
+#: Captures listed one by one on the page (all of them are in the JSON).
+MAX_FILES = 25
 
 FORMATTERS = {
     "rate": human_rate, "bps": human_rate, "bytes": human_bytes, "count": human_count,
@@ -32,6 +35,11 @@ def lookup(doc: Any, key: str) -> Any:
     for part in key.split("."):
         value = value[int(part)] if isinstance(value, list) else value[part]
     return value
+
+
+def when(iso: str | None) -> str:
+    """``2015-04-06T09:30:00.000+00:00`` as ``2015-04-06 09:30:00`` (the page says UTC)."""
+    return "-" if not iso else iso[:19].replace("T", " ")
 
 
 def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
@@ -52,6 +60,7 @@ def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
     env.globals["num"] = num
     env.globals["charts"] = {k: Markup(v) for k, v in charts.items()}  # matplotlib's SVG
     env.filters["rate"] = human_rate
+    env.filters["when"] = when
     source = resources.files(__package__).joinpath("templates/report.html.j2").read_text(
         encoding="utf-8")
-    return env.from_string(source).render(r=report)
+    return env.from_string(source).render(r=report, max_files=MAX_FILES)

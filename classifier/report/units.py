@@ -53,11 +53,14 @@ def human_count(n: float) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """``45.2 s``, ``12 min 5 s``, ``3 h 20 min``."""
+    """``45.2 s``, ``12 min 5 s``, ``3 h 20 min``, ``12 d 4 h``."""
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
         m, s = divmod(round(seconds), 60)
         return f"{m} min {s} s"
-    h, rest = divmod(round(seconds), 3600)
-    return f"{h} h {rest // 60} min"
+    if seconds < 2 * 86400:
+        h, rest = divmod(round(seconds), 3600)
+        return f"{h} h {rest // 60} min"
+    d, rest = divmod(round(seconds), 86400)
+    return f"{d:,} d {rest // 3600} h"
