@@ -72,12 +72,14 @@ class TopFlows:
         names: Sequence[Any] = next(
             (cols[c] for c in NAME_COLUMNS if c in cols), [None] * n)
         up, down = cols["bytes_up"], cols["bytes_down"]
-        rows: list[dict[str, Any]] = []
+        clients, servers = cols["client_addr"], cols["server_addr"]
+        totals = [0] * n
         for i in range(n):
             name = names[i]
             name = str(name) if name not in (None, "") else None
-            client, server = str(cols["client_addr"][i]), str(cols["server_addr"][i])
+            client, server = str(clients[i]), str(servers[i])
             b_up, b_down = int(up[i]), int(down[i])
+            totals[i] = b_up + b_down
             for addr, sent, received, host_name in ((client, b_up, b_down, None),
                                                     (server, b_down, b_up, name)):
                 t = self.hosts.get(addr)
@@ -88,14 +90,22 @@ class TopFlows:
                 t.flows += 1
                 if host_name is not None:
                     t.name = host_name
+        # Records only for this chunk's candidates, in the order _flow_key gives.
+        best = heapq.nsmallest(self.top, range(n), key=lambda i: (
+            -totals[i], str(clients[i]), int(cols["client_port"][i]), str(servers[i]),
+            int(cols["server_port"][i]), float(cols["first_ts"][i])))
+        rows = []
+        for i in best:
+            name = names[i]
             rows.append({
                 "protocol": int(cols["protocol"][i]),
-                "client_addr": client, "client_port": int(cols["client_port"][i]),
-                "server_addr": server, "server_port": int(cols["server_port"][i]),
-                "server_name": name, "category": str(cols["category"][i]),
+                "client_addr": str(clients[i]), "client_port": int(cols["client_port"][i]),
+                "server_addr": str(servers[i]), "server_port": int(cols["server_port"][i]),
+                "server_name": str(name) if name not in (None, "") else None,
+                "category": str(cols["category"][i]),
                 "first_ts": float(cols["first_ts"][i]), "last_ts": float(cols["last_ts"][i]),
                 "packets": int(cols["packets_up"][i]) + int(cols["packets_down"][i]),
-                "bytes_up": b_up, "bytes_down": b_down, "bytes": b_up + b_down,
+                "bytes_up": int(up[i]), "bytes_down": int(down[i]), "bytes": totals[i],
             })
         self.flows = heapq.nsmallest(self.top, [*self.flows, *rows], key=_flow_key)
         if len(self.hosts) > self.max_hosts:
