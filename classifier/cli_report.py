@@ -1,15 +1,16 @@
 """The ``o365-traffic report`` command: the bandwidth-planning report.
 
 The same capture inputs and options as ``analyze``, the same library call
-(:func:`classifier.pipeline.analyze`); the flow records go to a
-:class:`~classifier.report.TopFlows` sink for the top flows and talkers (a flow sink
-keeps the analysis in one process, see ``Options.flow_sink``).
+(:func:`classifier.pipeline.analyze`). The top flows and talkers come from a
+:class:`~classifier.report.TopFlows` per capture or byte range (``Options.flow_digest``),
+merged with the results, so every ``--jobs`` and ``--scheduler`` setting works.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from typing import NoReturn
 
 import click
@@ -53,8 +54,8 @@ def _fail(message: str) -> NoReturn:
 @click.option("--glob", "pattern", default="*", show_default=True, metavar="PATTERN",
               help="Files to take from directories (searched recursively), e.g. '*.pcap*'.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Processes [default: number of cores; the flow records for the top "
-                   "flows keep the analysis in one process].")
+              help="Processes for several captures or a large pcap "
+                   "[default: number of cores].")
 @click.option("--scheduler", metavar="tcp://HOST:PORT",
               help="Run the tasks on this Dask distributed scheduler.")
 @click.option("--max-flows", type=click.IntRange(min=16), default=100_000, show_default=True,
@@ -88,9 +89,9 @@ def report(captures: tuple[str, ...], output: str | None, fmt: str, users: int |
         nets = Inside(inside or DEFAULT_INSIDE).cidrs
     except ValueError as exc:
         _fail(str(exc))
-    collector = TopFlows(compile_rules(rules).categories, top=top)
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
-                      idle_timeout_ns=idle_ns, flow_sink=collector, skip_damaged=skip_damaged)
+                      idle_timeout_ns=idle_ns, flow_digest=partial(TopFlows, top=top),
+                      skip_damaged=skip_damaged)
     files = expand_paths(captures, pattern=pattern)
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     with _progress(files, quiet) as progress:
@@ -104,6 +105,7 @@ def report(captures: tuple[str, ...], output: str | None, fmt: str, users: int |
             click.echo(f"{PROG}: warning: {warning}", err=True)
         if capture.error:
             click.echo(f"{PROG}: error: {capture.error}", err=True)
+    collector = result.digest or TopFlows(compile_rules(rules).categories, top=top)
     try:
         doc = build_report(result, collector, users=users, plan_users=plan_users, level=level)
         text = render_report(result, doc, fmt)

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,11 @@ class Options:
     #: pcap: after a corrupt record header, resynchronise on the next plausible
     #: records and go on (the skipped bytes are counted) instead of stopping.
     skip_damaged: bool = False
+    #: Makes (from the category names) a mergeable summary of flow records, e.g. the
+    #: top flows: one per capture or byte range, fed every flow record, carried in
+    #: ``AnalysisResult.digest`` and merged with ``+``; unlike ``flow_sink`` it works
+    #: with any number of jobs. Must be picklable (e.g. a class or ``functools.partial``).
+    flow_digest: Callable[[tuple[str, ...]], Any] | None = None
 
     @property
     def series_interval_ns(self) -> int:
@@ -105,6 +111,8 @@ class Aggregator:
                 max_flows=options.max_flows, idle_timeout_ns=options.idle_timeout_ns,
                 sink=self._evicted, compiled=compiled,
             )
+        if options.flow_digest is not None and self.flow_table is not None:
+            self.result.digest = options.flow_digest(compiled_rules.categories)
         self._next_expiry: int | None = None
         self.warnings: list[str] = []
         self.extra: Counter[str] = Counter()  # anomalies found by the reader
@@ -112,6 +120,8 @@ class Aggregator:
     def _evicted(self, flows: Flows) -> None:
         assert self.result.flows is not None
         self.result.flows.add(flows, evicted=True)
+        if self.result.digest is not None:
+            self.result.digest(flows)
         if self.options.flow_sink is not None:
             self.options.flow_sink(flows)
 
@@ -189,6 +199,7 @@ class Aggregator:
         r.qos = add_optional(r.qos, o.qos)
         r.series = add_optional(r.series, o.series)
         r.flows = add_optional(r.flows, o.flows)
+        r.digest = add_optional(r.digest, o.digest)
         self.packets, self.bytes = r.packets, r.bytes
         self.anomaly_codes += later.anomaly_codes
         self.caplen_over_wire += later.caplen_over_wire
@@ -336,6 +347,8 @@ def finish(part: Part) -> AnalysisResult:
     if agg.flow_table is not None and result.flows is not None:
         rows = agg.flow_table.rows()
         result.flows.add(rows)
+        if result.digest is not None and len(rows):
+            result.digest(rows)
         if part.flow_sink is not None and len(rows):
             part.flow_sink(rows)  # evicted flows went there as they were evicted
         agg.flow_table = None

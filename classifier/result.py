@@ -90,6 +90,8 @@ class AnalysisResult:
     show_series: bool = False
     flows: FlowSummary | None = None
     inside: tuple[str, ...] = ()
+    #: The summary of flow records made by ``Options.flow_digest`` (not in the JSON).
+    digest: Any = None
 
     @classmethod
     def empty(cls, rules: str, category_names: tuple[str, ...], *,
@@ -143,6 +145,7 @@ class AnalysisResult:
             show_series=self.show_series or other.show_series,
             flows=add_optional(self.flows, other.flows),
             inside=self.inside or other.inside,
+            digest=add_optional(self.digest, other.digest),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ text formats, escaping and the command's errors (the page in a browser:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -25,6 +26,7 @@ from classifier.report.html import lookup
 from classifier.report.units import human_bytes, human_duration, human_rate, human_share
 from classifier.rules import load_rules
 from tests import report_capture as rc
+from tests import writers
 
 CATEGORIES = compile_rules(load_rules(None)).categories
 HOSTILE_NAME = ('<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
@@ -44,10 +46,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def analysed(path: Path, top: int = 20) -> tuple[Any, TopFlows]:
-    collector = TopFlows(CATEGORIES, top=top)
     result = analyze([str(path)], options=Options(
-        inside=(rc.INSIDE,), interval_ns=1_000_000_000, flow_sink=collector))
-    return result, collector
+        inside=(rc.INSIDE,), interval_ns=1_000_000_000,
+        flow_digest=functools.partial(TopFlows, top=top)))
+    assert isinstance(result.digest, TopFlows)
+    return result, result.digest
 
 
 @pytest.fixture(scope="module")
@@ -308,12 +311,71 @@ def test_cli_errors_are_one_line(capture: Path, tmp_path: Path) -> None:
 
 def test_long_captures_are_drawn_over_longer_intervals(capture: Path) -> None:
     # 19.98 s at 10 ms is 1,999 intervals: drawn as 1,000 of 20 ms; figures stay at 10 ms.
-    collector = TopFlows(CATEGORIES)
     result = analyze([str(capture)], options=Options(
-        inside=(rc.INSIDE,), interval_ns=10_000_000, flow_sink=collector))
-    doc = build_report(result, collector)
+        inside=(rc.INSIDE,), interval_ns=10_000_000, flow_digest=TopFlows))
+    doc = build_report(result, result.digest)
     assert doc["capture"]["interval_s"] == 0.01 and doc["capture"]["intervals"] == 1999
     page = render_report(result, doc, "html")
     assert "0.02 s intervals" in page and "0.01 s intervals" not in page
     assert "kbit/s" in page.split("<svg", 1)[1]  # the axis unit fits the rates
     assert len(page) < 1_500_000
+
+
+def _tops(t: TopFlows) -> tuple[list[dict[str, Any]], list[tuple[str, int, int, int]]]:
+    return t.flows, [(a, h.sent, h.received, h.flows) for a, h in t.hosts.items()]
+
+
+def test_top_flows_are_the_same_with_a_sink_and_in_parallel(capture: Path,
+                                                             tmp_path: Path) -> None:
+    # Two captures (the second with another inside address): one process with a flow
+    # sink, two processes with a digest per capture; and one capture in byte ranges.
+    second = tmp_path / "later.pcap"
+    second.write_bytes(rc.capture().replace(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 9])))
+    files = [str(capture), str(second)]
+    sink = TopFlows(CATEGORIES, top=8)
+    analyze(files, options=Options(inside=(rc.INSIDE,), flow_sink=sink), jobs=2)
+    digest = functools.partial(TopFlows, top=8)
+    parallel = analyze(files, options=Options(inside=(rc.INSIDE,), flow_digest=digest),
+                       jobs=2)
+    assert isinstance(parallel.digest, TopFlows)
+    assert parallel.digest.records == sink.records == 10
+    assert _tops(parallel.digest)[0] == _tops(sink)[0]
+    assert sorted(_tops(parallel.digest)[1]) == sorted(_tops(sink)[1])
+    assert "10.0.0.9" in parallel.digest.hosts
+
+    from classifier.split import analyze_split, plan_ranges
+
+    rules = load_rules(None)
+    ranges = plan_ranges(str(capture), 3, min_bytes=0)
+    assert ranges is not None and len(ranges) == 3
+    opts = Options(inside=(rc.INSIDE,), flow_digest=digest)
+    split = analyze_split(str(capture), rules, compile_rules(rules), ranges, options=opts)
+    whole = analyze([str(capture)], options=opts)
+    assert split.digest is not None and whole.digest is not None
+    assert split.digest.flows == whole.digest.flows
+    assert sorted(_tops(split.digest)[1]) == sorted(_tops(whole.digest)[1])
+
+
+def test_rates_of_one_capture_are_the_analysis_rates(capture: Path) -> None:
+    result, collector = analysed(capture)
+    rates = result.to_dict()["rates"]["categories"]
+    for row in build_report(result, collector)["traffic"]:
+        r = rates[row["category"]][row["direction"]]
+        assert (row["average_bps"], row["peak_bps"], row["p95_bps"]) == \
+            (r["average_bps"], r["peak_bps"], r["p95_bps"])
+
+
+def test_time_between_captures_is_not_counted_as_idle(capture: Path, tmp_path: Path) -> None:
+    # The same traffic again an hour later: 40 observed intervals, not 3,620, and the
+    # same average and 95th percentile as one capture.
+    later = tmp_path / "later.pcap"
+    later.write_bytes(writers.pcap([(ts + 3600 * 10**9, data, n)
+                                    for ts, data, n in rc.records()]))
+    one, _ = analysed(capture)
+    both = analyze([str(capture), str(later)], options=Options(
+        inside=(rc.INSIDE,), interval_ns=1_000_000_000, flow_digest=TopFlows))
+    single, double = build_report(one), build_report(both)
+    assert (single["capture"]["intervals"], double["capture"]["intervals"]) == (20, 40)
+    assert double["links"] == {d: {**v, "bytes": 2 * v["bytes"]}
+                               for d, v in single["links"].items()}
+    assert double["streams"]["audio"]["p95"] == single["streams"]["audio"]["p95"] == 2.0

@@ -1,11 +1,12 @@
 """Top flows and top talkers, gathered from flow records in bounded memory.
 
-:class:`TopFlows` is a flow sink (see ``Options.flow_sink``): it sees every flow
-record once, keeps the ``top`` largest flows, and per host address the bytes it sent
-and received. Hosts are bounded too: past ``max_hosts`` the smaller half is dropped
-(counted in ``pruned``, and the report says the talker list is then approximate).
-Two collectors merge with ``+`` (top flows of the union are the top of the tops), so
-per-part collectors could be combined the way results are.
+:class:`TopFlows` sees every flow record once (as ``Options.flow_digest``, one per
+capture or byte range, or as a ``flow_sink``), keeps the ``top`` largest flows, and per
+host address the bytes it sent and received. Hosts are bounded too: past
+``max_hosts`` the smaller half is dropped (counted in ``pruned``, and the report says
+the talker list is then approximate). Two collectors merge with ``+``: the top flows
+of the union are the top of the tops, and per-host totals add up, so the parts of a
+parallel or cluster run combine exactly as their results do.
 
 Every string kept here (addresses, server names) is stored as it came from the
 capture; escaping is the renderers' job.

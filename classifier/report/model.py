@@ -44,6 +44,24 @@ def _stats(values: np.ndarray, span: int) -> dict[str, float]:
     return {"average": float(v.sum() / span), "peak": float(v.max()), "p95": float(p95[0])}
 
 
+def _observed(result: AnalysisResult, interval_ns: int, bins: np.ndarray) -> int:
+    """The intervals the captures cover: from each capture's first packet to its last
+    (the time between captures was not observed, so it is not counted as idle)."""
+    spans = [(round(c.first_ts * 1e9) // interval_ns,
+              round(c.last_ts * 1e9) // interval_ns)
+             for c in result.captures if c.first_ts is not None and c.last_ts is not None]
+    spans += [(b, b) for b in bins.tolist()]  # a bin a rounding put outside its span
+    total, end = 0, None
+    for lo, hi in sorted(spans):
+        if end is None or lo > end:
+            total += hi - lo + 1
+            end = hi
+        elif hi > end:
+            total += hi - end
+            end = hi
+    return total
+
+
 def _round(x: float) -> float:
     return round(float(x), 3)
 
@@ -67,7 +85,7 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
     names = result.category_names
     interval_s = s.interval_ns / 1e9
     bins, rows = s.ordered()
-    span = int(bins[-1] - bins[0] + 1) if bins.size else 0
+    span = _observed(result, s.interval_ns, bins)
     bps = s.bytes[rows] * 8 / interval_s  # [rows, categories, directions]
     media = [c for c in MEDIA if c in names]
     media_idx = [names.index(c) for c in media]
@@ -91,19 +109,18 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
         "interval_s": interval_s, "intervals": span,
     }
 
-    rates = doc["rates"]["categories"]
     traffic = []
     for i, c in enumerate(names):
         for j, d in enumerate(DIRECTIONS):
             packets, nbytes = (int(x) for x in result.directions[i, j])
             if not packets:
                 continue
-            r = rates[c][d]
+            st = _stats(bps[:, i, j], span)
             traffic.append({
                 "category": c, "direction": d, "packets": packets, "bytes": nbytes,
                 "share": round(nbytes / totals.bytes, 6) if totals.bytes else 0.0,
-                "average_bps": r["average_bps"], "peak_bps": r["peak_bps"],
-                "p95_bps": r["p95_bps"],
+                "average_bps": _round(st["average"]), "peak_bps": _round(st["peak"]),
+                "p95_bps": _round(st["p95"]),
             })
 
     links: dict[str, Any] = {}

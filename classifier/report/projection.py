@@ -66,7 +66,7 @@ def scaled(p95_bps: float, users: int, plan_users: int, *, direction: str,
     need = per_user * plan_users
     return Estimate("scaled", direction, [
         Step(f"95th-percentile rate of all {direction} traffic", p95_bps, "bps",
-             f"measured over {interval_s:g} s intervals from the first packet to the last "
+             f"measured over {interval_s:g} s intervals, the time the captures cover "
              "(intervals without packets count as 0); traffic that stays inside or outside "
              "the network (local, external) does not cross the link and is left out"),
         Step("per user", per_user, "bps",
