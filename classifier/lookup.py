@@ -10,6 +10,11 @@ A packet with ports (a, b) matches rule r when ``client[a] & server[b]`` or
 classes are few (always, for hand-written rule sets) that answer is precomputed for
 every pair of classes, so a batch costs three gathers whatever the number of rules;
 otherwise the bitmasks are scanned word by word.
+
+Rules with server addresses or names (see :mod:`classifier.rules`) add a third mask:
+the rules a packet's server end qualifies for, by its address class
+(:class:`~classifier.prefixes.PrefixTable`) and by its flow's server name (bits the
+caller passes, see :mod:`classifier.naming`). Such rule sets always scan the words.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
-from .rules import PROTOCOLS, RuleSet
+from .prefixes import PrefixTable
+from .rules import PROTOCOLS, RuleSet, match_name
 
 __all__ = ["CompiledRules", "compile_rules"]
 
@@ -92,6 +98,17 @@ class CompiledRules:
         self.pair_table: np.ndarray | None = None
         self._client = client
         self._server = server
+        self.words = words
+        #: Rules with address or name conditions change how a packet is matched.
+        self.conditional = any(r.conditional for r in rules.rules)
+        self.uses_names = any(r.names for r in rules.rules)
+        self.prefixes = PrefixTable([r.addresses for r in rules.rules])
+        self._unconditional = _bits([not r.conditional for r in rules.rules], words)
+        #: The rules with name patterns: what a name could add.
+        self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
+        self._name_cache: dict[str, np.ndarray] = {}
+        if self.conditional:
+            return
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table, self._src_client = self._pair_table(client, server)
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
@@ -125,10 +142,28 @@ class CompiledRules:
         ``other`` here and are settled by the fragment table."""
         return self.classify_with_sides(h, sides=False)[0]
 
-    def classify_with_sides(self, h: Headers, *, sides: bool = True
+    def name_bits(self, name: str) -> np.ndarray:
+        """The rules whose name patterns match server ``name`` (uint64 words)."""
+        bits = self._name_cache.get(name)
+        if bits is None:
+            flags = [any(match_name(p, name) for p in r.names) for r in self.rules.rules]
+            bits = _bits(flags, self.words)
+            if len(self._name_cache) >= 65_536:  # bounded: names come from the traffic
+                self._name_cache.clear()
+            self._name_cache[name] = bits
+        return bits
+
+    def classify_with_sides(self, h: Headers, *, sides: bool = True,
+                            names: np.ndarray | None = None, compiled: bool = True,
                             ) -> tuple[np.ndarray, np.ndarray | None]:
         """Categories, and (with ``sides``) which end the matching rule takes for the
-        client: 1 the source, 0 the destination, -1 no rule matched."""
+        client: 1 the source, 0 the destination, -1 no rule matched.
+
+        ``names``: per packet (rows) or for all (one row), the rules its flow's server
+        name qualifies for; none by default.
+        """
+        if self.conditional:
+            return self._classify_conditional(h, names, compiled)
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         base = self.slot_of_proto[h.proto]
         base *= ported
@@ -151,6 +186,48 @@ class CompiledRules:
         cat[h.ip == 0] = self.non_ip
         return cat, side
 
+    def _classify_conditional(self, h: Headers, names: np.ndarray | None, compiled: bool,
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self._port_classes(h)
+        n = a.shape[0]
+        if self.prefixes.n_prefixes:
+            ca = self.prefixes.classes(h.src_hi, h.src_lo, compiled=compiled)
+            cb = self.prefixes.classes(h.dst_hi, h.dst_lo, compiled=compiled)
+        else:
+            ca = cb = np.zeros(n, np.intp)
+        none = len(self.rules.rules)
+        rule = np.full(n, none, np.int64)
+        src_client = np.zeros(n, np.int8)
+        for w in range(self.words):
+            c, s = self._client[:, w], self._server[:, w]
+            by_address = self.prefixes.class_bits[:, w]
+            free = self._unconditional[w]
+            if names is not None:
+                free = free | (names[:, w] if names.ndim == 2 else names[w])
+            # The server end's address qualifies it: the destination's when the source
+            # is the client end, the source's otherwise.
+            m_src_client = c[a] & s[b] & (by_address[cb] | free)
+            m_dst_client = c[b] & s[a] & (by_address[ca] | free)
+            m = m_src_client | m_dst_client
+            fresh = (m != 0) & (rule == none)
+            if fresh.any():
+                bit = lowest_bit(m[fresh])
+                rule[fresh] = w * 64 + bit
+                src_client[fresh] = (m_src_client[fresh] >> bit.astype(np.uint64)) & np.uint64(1)
+        cat = self.rule_category[rule]
+        cat[h.ip == 0] = self.non_ip
+        side = np.where(rule == none, -1, src_client).astype(np.int8)
+        return cat, side
+
+    def _port_classes(self, h: Headers) -> tuple[np.ndarray, np.ndarray]:
+        ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
+        base = self.slot_of_proto[h.proto]
+        base *= ported
+        base <<= 16
+        a = self.port_class[base + h.sport].astype(np.intp)
+        b = self.port_class[base + h.dport].astype(np.intp)
+        return a, b
+
     def _scan(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The first matching rule of each packet (len(rules) where none matches)."""
         none = len(self.rules.rules)
@@ -167,6 +244,15 @@ class CompiledRules:
 def compile_rules(rules: RuleSet) -> CompiledRules:
     """Compile a rule set into lookup tables."""
     return CompiledRules(rules)
+
+
+def _bits(flags: list[bool], words: int) -> np.ndarray:
+    """A bitmask (uint64 words) with bit r set where ``flags[r]``."""
+    out = np.zeros(words, np.uint64)
+    for r, flag in enumerate(flags):
+        if flag:
+            out[r // 64] |= np.uint64(1 << (r % 64))
+    return out
 
 
 def _smallest_uint(count: int) -> type[np.unsignedinteger]:
