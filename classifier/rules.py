@@ -195,7 +195,8 @@ def rules_dir() -> Path:
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Load and validate a rule set file (TOML); ``None`` loads the default.
 
-    A bare name such as ``teams`` finds the shipped ``rules/teams.toml``.
+    A bare name such as ``teams`` finds the shipped ``rules/teams.toml``; a ``.json``
+    file is read as Microsoft's endpoint list (see :mod:`classifier.endpoints`).
     Raises :class:`RulesError` naming the file, the rule and the problem.
     """
     if path is None:
@@ -204,6 +205,10 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     if not p.exists() and p.parent == Path(".") and (rules_dir() / f"{p.name}.toml").exists():
         p = rules_dir() / f"{p.name}.toml"
     name = str(path)
+    if p.suffix.lower() == ".json":  # a downloaded Microsoft endpoint list
+        from .endpoints import load_endpoints
+
+        return load_endpoints(p)
     try:
         raw = p.read_bytes()
     except OSError as exc:
