@@ -37,14 +37,17 @@ def show(file: str | None, show_all: bool) -> None:
 
     table = Table(title=escape(f"{rules.name}: {rules.description}"), show_lines=True,
                   caption=escape(f"source: {rules.source}") if rules.source else None)
-    for column in ("#", "rule", "category", "client ports", "server ports", "server names",
-                   "server addresses"):
+    for column in ("#", "rule", "category"):
+        table.add_column(column, no_wrap=True)
+    for column in ("client ports", "server ports", "server names", "server addresses"):
         table.add_column(column, overflow="fold")
     for n, rule in enumerate(rules.rules, 1):
         table.add_row(str(n), escape(rule.name), escape(rule.category), _ports(rule, "client"),
                       _ports(rule, "server"), escape(_few(rule.names, show_all)),
                       escape(_few(rule.address_texts, show_all)))
-    Console(width=max(100, Console().width), soft_wrap=False).print(table)
+    console = Console()
+    # Piped: wide enough for whole names; a terminal keeps its own width.
+    Console(width=console.width if console.is_terminal else 180).print(table)
 
 
 @rules_group.command("check")
