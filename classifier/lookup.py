@@ -19,13 +19,15 @@ caller passes, see :mod:`classifier.naming`). Such rule sets always scan the wor
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
 from .prefixes import PrefixTable
 from .rules import PROTOCOLS, RuleSet, match_name
 
-__all__ = ["CompiledRules", "compile_rules"]
+__all__ = ["Classes", "CompiledRules", "compile_rules"]
 
 _PORTS = 65536
 #: Largest number of port classes for which the pair table is built (its size squared).
@@ -107,7 +109,13 @@ class CompiledRules:
         #: The rules with name patterns: what a name could add.
         self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
         self._name_cache: dict[str, np.ndarray] = {}
+        self._pair_masks: tuple[np.ndarray, np.ndarray] | None = None
         if self.conditional:
+            if n_classes * n_classes * words <= 1 << 20:
+                # Port matches for every pair of classes: two gathers per packet.
+                both = (client[:, None, :] & server[None, :, :]).reshape(-1, words)
+                swapped = (client[None, :, :] & server[:, None, :]).reshape(-1, words)
+                self._pair_masks = (both, swapped)
             return
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table, self._src_client = self._pair_table(client, server)
@@ -188,34 +196,81 @@ class CompiledRules:
 
     def _classify_conditional(self, h: Headers, names: np.ndarray | None, compiled: bool,
                               ) -> tuple[np.ndarray, np.ndarray]:
+        classes = self.classes(h, compiled=compiled)
+        m_src, m_dst, _, _ = self._masks(classes, names)
+        cat, side = self._first(m_src, m_dst)
+        cat[h.ip == 0] = self.non_ip
+        return cat, side
+
+    def classes(self, h: Headers, *, compiled: bool = True) -> Classes:
+        """What matching needs of each packet: its ends' port and address classes."""
         a, b = self._port_classes(h)
-        n = a.shape[0]
         if self.prefixes.n_prefixes:
             ca = self.prefixes.classes(h.src_hi, h.src_lo, compiled=compiled)
             cb = self.prefixes.classes(h.dst_hi, h.dst_lo, compiled=compiled)
         else:
-            ca = cb = np.zeros(n, np.intp)
+            ca = cb = np.zeros(a.shape[0], np.intp)
+        return Classes(a, b, ca, cb, h.ip == 0)
+
+    def classify_named(self, classes: Classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Categories and client ends with no server name, and which packets a name
+        could move (their category when every name condition is met differs)."""
+        m_src, m_dst, n_src, n_dst = self._masks(classes, None, with_names=True)
+        cat, side = self._first(m_src, m_dst)
+        named, _ = self._first(m_src | n_src, m_dst | n_dst)
+        sensitive = named != cat
+        cat[classes.no_ip] = self.non_ip
+        sensitive &= ~classes.no_ip
+        return cat, side, sensitive
+
+    def reclassify(self, classes: Classes, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Categories and client ends given each packet's name bits (rows)."""
+        m_src, m_dst, _, _ = self._masks(classes, names)
+        cat, side = self._first(m_src, m_dst)
+        cat[classes.no_ip] = self.non_ip
+        return cat, side
+
+    def _masks(self, k: Classes, names: np.ndarray | None, *, with_names: bool = False,
+               ) -> tuple[np.ndarray, ...]:
+        """Rule bits (packets x words) matching with the source as the client end, and
+        with the destination as the client end; with ``with_names``, also the name
+        rules that would match on ports alone (what a name could add)."""
+        if self._pair_masks is not None:
+            pair = k.a * self.n_classes
+            pair += k.b
+            p_src = self._pair_masks[0][pair]
+            p_dst = self._pair_masks[1][pair]
+        else:
+            p_src = self._client[k.a] & self._server[k.b]
+            p_dst = self._client[k.b] & self._server[k.a]
+        by_address = self.prefixes.class_bits
+        free = self._unconditional if names is None else names | self._unconditional
+        # The server end's address qualifies it: the destination's when the source
+        # is the client end, the source's otherwise.
+        m_src = p_src & (by_address[k.cb] | free)
+        m_dst = p_dst & (by_address[k.ca] | free)
+        if not with_names:
+            return m_src, m_dst, m_src, m_dst
+        return m_src, m_dst, p_src & self.name_rules, p_dst & self.name_rules
+
+    def _first(self, m_src: np.ndarray, m_dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The category of the first matching rule, and whether the source is its
+        client end (-1: no rule matched)."""
+        n = m_src.shape[0]
         none = len(self.rules.rules)
         rule = np.full(n, none, np.int64)
         src_client = np.zeros(n, np.int8)
         for w in range(self.words):
-            c, s = self._client[:, w], self._server[:, w]
-            by_address = self.prefixes.class_bits[:, w]
-            free = self._unconditional[w]
-            if names is not None:
-                free = free | (names[:, w] if names.ndim == 2 else names[w])
-            # The server end's address qualifies it: the destination's when the source
-            # is the client end, the source's otherwise.
-            m_src_client = c[a] & s[b] & (by_address[cb] | free)
-            m_dst_client = c[b] & s[a] & (by_address[ca] | free)
-            m = m_src_client | m_dst_client
-            fresh = (m != 0) & (rule == none)
+            ms = m_src[:, w]
+            m = ms | m_dst[:, w]
+            fresh = m != 0
+            if w:
+                fresh &= rule == none
             if fresh.any():
                 bit = lowest_bit(m[fresh])
                 rule[fresh] = w * 64 + bit
-                src_client[fresh] = (m_src_client[fresh] >> bit.astype(np.uint64)) & np.uint64(1)
+                src_client[fresh] = (ms[fresh] >> bit.astype(np.uint64)) & np.uint64(1)
         cat = self.rule_category[rule]
-        cat[h.ip == 0] = self.non_ip
         side = np.where(rule == none, -1, src_client).astype(np.int8)
         return cat, side
 
@@ -244,6 +299,19 @@ class CompiledRules:
 def compile_rules(rules: RuleSet) -> CompiledRules:
     """Compile a rule set into lookup tables."""
     return CompiledRules(rules)
+
+
+class Classes(NamedTuple):
+    """Per packet: source and destination port classes, address classes, no IP."""
+
+    a: np.ndarray
+    b: np.ndarray
+    ca: np.ndarray
+    cb: np.ndarray
+    no_ip: np.ndarray
+
+    def take(self, index: np.ndarray) -> Classes:
+        return Classes(*(col[index] for col in self))
 
 
 def _bits(flags: list[bool], words: int) -> np.ndarray:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS
+from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
 from .fragments import Packets
-from .lookup import CompiledRules
+from .lookup import Classes, CompiledRules
 from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, tls_sni
 from .sources.batch import Batch
 
@@ -123,24 +123,23 @@ class Naming:
         return label
 
     # ---- the stage ----------------------------------------------------------------
-    def process(self, batch: Batch, p: Packets, *, compiled: bool = True) -> Packets:
-        """Name the flows of a classified batch: returns the packets to count now (held
+    def process(self, batch: Batch, h: Headers, *, compiled: bool = True) -> Packets:
+        """Classify and name a decoded batch: returns the packets to count now (held
         packets released by this batch first, then this batch's packets not held)."""
         self.compiled = compiled
-        h = p.h
+        classes = self.rules.classes(h, compiled=compiled)
+        cat, side, sensitive = self.rules.classify_named(classes)
+        p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         dns_at = np.flatnonzero(ported & (h.sport == 53) & (h.proto == 17))
-        named_cat, named_side = self.rules.classify_with_sides(
-            h, names=self.rules.name_rules, compiled=compiled)
-        assert named_side is not None
-        sens = np.flatnonzero(named_cat != p.cat)
+        sens = np.flatnonzero(sensitive)
         now = int(p.ts.max()) if len(p) else 0
-        released: list[Packets] = []
+        released: list[tuple[Packets, int]] = []
         if sens.size == 0:
             for i in dns_at.tolist():
                 self._learn_dns(batch, p, i)
             self._expire(now, released)
-            return Packets.concat([*released, p]) if released else p
+            return self._released_first(released, p)
 
         e1 = _mix(h.src_hi[sens], h.src_lo[sens], h.sport[sens])
         e2 = _mix(h.dst_hi[sens], h.dst_lo[sens], h.dport[sens])
@@ -149,48 +148,48 @@ class Naming:
         ks = key[order]
         cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
         bounds = np.r_[cuts, ks.size]
-        label = np.full(sens.size, -1, np.int64)  # per sensitive packet; -1: held
-        payload = self._payload_lengths(batch, p, sens)
-        decisions: list[tuple[int, int, bytes | None, int]] = []  # (at, key, name, server)
+        # Flows already named, looked up all at once; a SYN restarts its flow.
+        keys = ks[cuts].tolist()
+        sizes = np.diff(bounds)
+        firsts = sens[order[cuts]]
+        syn = (h.proto[firsts] == 6) & ((h.tcp_flags[firsts] & 0x12) == 0x02)
+        known = np.array([self.decided.get(k, -1) for k in keys], np.int64)
+        known[syn] = -1
+        group_label = known.copy()
+        payload: np.ndarray | None = None
+        decisions: list[tuple[int, int, int]] = []  # (position in sens, group, key)
         waiting: list[tuple[int, np.ndarray]] = []  # pending flows and their positions
-        for g in range(cuts.size):
+        for g in np.flatnonzero(known < 0).tolist():
+            if payload is None:
+                payload = self._payload_lengths(batch, p, sens)
             rows = order[bounds[g] : bounds[g + 1]]  # positions in ``sens``, in order
-            k = int(ks[bounds[g]])
-            first = int(sens[rows[0]])
-            syn = h.proto[first] == 6 and (h.tcp_flags[first] & 0x12) == 0x02
-            known = self.decided.get(k)
-            if known is not None and not syn:
-                label[rows] = known
-                continue
-            if known is not None:  # a new connection on a remembered tuple
-                del self.decided[k]
+            k = keys[g]
+            self.decided.pop(k, None)  # a new connection on a remembered tuple
             pend = self.pending.get(k)
             if pend is None:
+                first = int(firsts[g])
                 pend = self.pending[k] = _Pending(int(p.ts[first]))
-                side = int(named_side[first])
-                server_at = (h.dst_hi, h.dst_lo) if side != 0 else (h.src_hi, h.src_lo)
+                client_src = int(p.side[first]) != 0
+                server_at = (h.dst_hi, h.dst_lo) if client_src else (h.src_hi, h.src_lo)
                 pend.server = (int(server_at[0][first]) << 64) | int(server_at[1][first])
             at = self._decide_at(batch, p, sens, rows, payload, pend)
             if at is None:
                 waiting.append((k, rows))
             else:
-                decisions.append((at, k, None, 0))
+                decisions.append((at, g, k))
         # DNS answers and decisions in capture order: a flow is named by answers
         # seen before the packet that decides it.
         dns_list = dns_at.tolist()
         d = 0
-        decided_now: dict[int, int] = {}
-        for at, k, _, _ in sorted(decisions):
+        for at, g, k in sorted(decisions):
             while d < len(dns_list) and dns_list[d] < int(sens[at]):
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
-            decided_now[k] = self._finish_pending(k, released)
+            group_label[g] = self._finish_pending(k, released)
         for i in dns_list[d:]:
             self._learn_dns(batch, p, i)
-        for g in range(cuts.size):
-            k = int(ks[bounds[g]])
-            if k in decided_now:
-                label[order[bounds[g] : bounds[g + 1]]] = decided_now[k]
+        label = np.empty(sens.size, np.int64)  # per sensitive packet; -1: held
+        label[order] = np.repeat(group_label, sizes)
         hold = sens[label < 0]
         if hold.size:
             chunk = p.take(hold)
@@ -203,20 +202,34 @@ class Naming:
             self.held += hold.size
         ok = np.flatnonzero(label >= 0)
         if ok.size:
-            self._apply(p, sens[ok], label[ok])
+            where_ok = sens[ok]
+            self._apply(p, where_ok, label[ok], classes.take(where_ok))
         self._expire(now, released)
         if hold.size:
             keep = np.ones(len(p), bool)
             keep[hold] = False
             p = p.take(keep)
-        return Packets.concat([*released, p]) if released else p
+        return self._released_first(released, p)
+
+    def _released_first(self, released: list[tuple[Packets, int]], p: Packets) -> Packets:
+        """Released packets, classified with their flows' names, then ``p``."""
+        if not released:
+            return p
+        out = Packets.concat([r for r, _ in released])
+        labels = np.concatenate([np.full(len(r), lab, np.int64) for r, lab in released])
+        self._apply(out, np.arange(len(out)), labels,
+                    self.rules.classes(out.h, compiled=self.compiled))
+        return Packets.concat([out, p]) if len(p) else out
 
     def finish(self) -> Packets | None:
         """Decide every pending flow with what is known; their held packets."""
-        released: list[Packets] = []
+        released: list[tuple[Packets, int]] = []
         for k in list(self.pending):
             self._finish_pending(k, released)
-        return Packets.concat(released) if released else None
+        if not released:
+            return None
+        first = released[0][0]
+        return self._released_first(released, first.take(np.zeros(0, np.int64)))
 
     # ---- helpers ------------------------------------------------------------------
     def _payload_lengths(self, batch: Batch, p: Packets, sens: np.ndarray) -> np.ndarray:
@@ -272,7 +285,7 @@ class Naming:
                 return int(r)
         return None
 
-    def _finish_pending(self, k: int, released: list[Packets]) -> int:
+    def _finish_pending(self, k: int, released: list[tuple[Packets, int]]) -> int:
         """Decide flow ``k``: its label, and its held packets into ``released``."""
         pend = self.pending.pop(k)
         names: tuple[str, ...] = ()
@@ -286,18 +299,15 @@ class Naming:
         self.decided[k] = label
         if pend.held:
             parts = [chunk.take(rows) for chunk, rows in pend.held]
-            out = Packets.concat(parts) if len(parts) > 1 else parts[0]
-            self._apply(out, np.arange(len(out)), np.full(len(out), label))
-            released.append(out)
+            released.append((Packets.concat(parts) if len(parts) > 1 else parts[0], label))
             self.held -= pend.n_held
         return label
 
-    def _apply(self, p: Packets, at: np.ndarray, labels: np.ndarray) -> None:
-        """Classify the packets at ``at`` again with their labels' names."""
-        sub = p.take(at)
-        cat, side = self.rules.classify_with_sides(sub.h, names=self._label_bits[labels],
-                                                   compiled=self.compiled)
-        assert side is not None
+    def _apply(self, p: Packets, at: np.ndarray, labels: np.ndarray, classes: Classes,
+               ) -> None:
+        """Classify the packets at ``at`` (``classes``: theirs) again with their
+        labels' names."""
+        cat, side = self.rules.reclassify(classes, self._label_bits[labels])
         p.cat[at] = cat
         p.side[at] = side
         p.h.name[at] = self._label_name[labels]
@@ -317,7 +327,7 @@ class Naming:
                 del self.dns[next(iter(self.dns))]
             self.dns[address] = chain
 
-    def _expire(self, now: int, released: list[Packets]) -> None:
+    def _expire(self, now: int, released: list[tuple[Packets, int]]) -> None:
         """Decide flows pending too long, and the oldest while too much is held."""
         while self.pending:
             k = next(iter(self.pending))

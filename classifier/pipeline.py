@@ -270,11 +270,13 @@ def scan(
             agg.flow_table.names = naming.names
         for batch in reader:
             h = decode_batch(batch, compiled=use_compiled)
-            cat, side = compiled_rules.classify_with_sides(h, sides=True, compiled=use_compiled)
-            assert side is not None
-            packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
-            if naming is not None:
-                packets = naming.process(batch, packets, compiled=use_compiled)
+            if naming is not None:  # classifies too, by name where names matter
+                packets = naming.process(batch, h, compiled=use_compiled)
+            else:
+                cat, side = compiled_rules.classify_with_sides(h, sides=True,
+                                                               compiled=use_compiled)
+                assert side is not None
+                packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
             now, released = fragments.settle(packets)
             agg.add(now)
             if released is not None:
