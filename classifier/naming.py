@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._jit import kernel
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
+from .flows import _SIGN, flow_hash, place_flows
 from .fragments import Packets
 from .lookup import Classes, CompiledRules
 from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, tls_sni
@@ -50,19 +52,85 @@ MAX_DNS = 262_144
 #: Client segments a ClientHello or request header is gathered from at most.
 MAX_SEGMENTS = 8
 
-_C1 = np.uint64(0x9E3779B97F4A7C15)
-_C2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_C3 = np.uint64(0x165667B19E3779F9)
+PENDING = -1  # a flow's state while its name is not decided; else its label
 
 
-def _mix(hi: np.ndarray, lo: np.ndarray, port: np.ndarray) -> np.ndarray:
-    x = hi * _C1
-    x ^= lo * _C2
-    x ^= x >> np.uint64(29)
-    x ^= port.astype(np.uint64) * _C3
-    x *= _C1
-    x ^= x >> np.uint64(32)
-    return x
+@kernel
+def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
+                 offers, ts, slots, keys, state, seen, count, out_label, out_row, cand):
+    """Find or add the flow of each packet ``at[j]`` in the open-addressing table
+    (``keys`` as in :mod:`classifier.flows`, ``state`` PENDING or a label, ``seen``
+    the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
+    positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
+    listed in ``cand``. A TCP SYN on a named flow starts a new connection: pending
+    again. Returns ``(count, candidates, stop)``: stop is -1, or the position at which
+    the table filled up."""
+    mask = slots.shape[0] - 1
+    capacity = keys.shape[0]
+    nc = 0
+    for j in range(at.shape[0]):
+        i = at[j]
+        s_hi = src_hi[i]
+        s_lo = src_lo[i]
+        d_hi = dst_hi[i]
+        d_lo = dst_lo[i]
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        if s_hi != d_hi:
+            swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
+        elif s_lo != d_lo:
+            swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
+        else:
+            swap = sp > dp
+        if swap:
+            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
+        else:
+            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
+        pr = np.int64(proto[i])
+        h = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
+        row = -1
+        while True:
+            r = slots[h] - 1
+            if r < 0:
+                break
+            if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
+                    and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
+                row = r
+                break
+            h = (h + 1) & mask
+        if row < 0:
+            if count >= capacity:
+                return count, nc, j
+            row = count
+            count += 1
+            slots[h] = row + 1
+            keys[row, 0] = a_hi
+            keys[row, 1] = a_lo
+            keys[row, 2] = b_hi
+            keys[row, 3] = b_lo
+            keys[row, 4] = ports
+            keys[row, 5] = pr
+            state[row] = -1
+        elif state[row] >= 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
+            state[row] = -1
+        seen[row] = ts[j]
+        out_row[j] = row
+        out_label[j] = state[row]
+        if state[row] < 0 and offers[j]:
+            cand[nc] = j
+            nc += 1
+    return count, nc, -1
+
+
+class _Table:
+    """The flows followed for their names (rows stay put until the table is full)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.keys = np.zeros((capacity, 6), np.int64)
+        self.state = np.zeros(capacity, np.int64)
+        self.seen = np.zeros(capacity, np.int64)
+        self.slots = np.zeros(1 << max(4, (capacity * 2 - 1).bit_length()), np.int64)
+        self.count = 0
 
 
 @dataclass
@@ -70,6 +138,7 @@ class _Pending:
     """A flow whose name is not decided yet."""
 
     first_ts: int
+    row: int
     held: list[tuple[Packets, np.ndarray]] = field(default_factory=list)
     n_held: int = 0
     client: tuple[int, int, int] | None = None  # the end that sent the first payload
@@ -92,8 +161,8 @@ class Naming:
         self._n_labels = 1  # label 0: no name
         self._label_of: dict[tuple[str, ...], int] = {(): 0}
         self.compiled = True
-        self.decided: dict[int, int] = {}  # flow key -> label
-        self.pending: dict[int, _Pending] = {}
+        self.table = _Table(MAX_FLOWS)
+        self.pending: dict[int, _Pending] = {}  # by row of the table
         self.dns: dict[int, tuple[str, ...]] = {}
         self.held = 0
 
@@ -141,62 +210,67 @@ class Naming:
             self._expire(now, released)
             return self._released_first(released, p)
 
-        e1 = _mix(h.src_hi[sens], h.src_lo[sens], h.sport[sens])
-        e2 = _mix(h.dst_hi[sens], h.dst_lo[sens], h.dport[sens])
-        key = np.minimum(e1, e2) * _C2 + np.maximum(e1, e2) * _C3 + h.proto[sens]
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-        cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-        bounds = np.r_[cuts, ks.size]
-        # Flows already named, looked up all at once; a SYN restarts its flow.
-        keys = ks[cuts].tolist()
-        sizes = np.diff(bounds)
-        firsts = sens[order[cuts]]
-        syn = (h.proto[firsts] == 6) & ((h.tcp_flags[firsts] & 0x12) == 0x02)
-        known = np.array([self.decided.get(k, -1) for k in keys], np.int64)
-        known[syn] = -1
-        group_label = known.copy()
-        payload: np.ndarray | None = None
-        decisions: list[tuple[int, int, int]] = []  # (position in sens, group, key)
-        waiting: list[tuple[int, np.ndarray]] = []  # pending flows and their positions
-        for g in np.flatnonzero(known < 0).tolist():
-            if payload is None:
-                payload = self._payload_lengths(batch, p, sens)
-            rows = order[bounds[g] : bounds[g + 1]]  # positions in ``sens``, in order
-            k = keys[g]
-            self.decided.pop(k, None)  # a new connection on a remembered tuple
-            pend = self.pending.get(k)
-            if pend is None:
-                first = int(firsts[g])
-                pend = self.pending[k] = _Pending(int(p.ts[first]))
-                client_src = int(p.side[first]) != 0
-                server_at = (h.dst_hi, h.dst_lo) if client_src else (h.src_hi, h.src_lo)
-                pend.server = (int(server_at[0][first]) << 64) | int(server_at[1][first])
-            at = self._decide_at(batch, p, sens, rows, payload, pend)
-            if at is None:
-                waiting.append((k, rows))
-            else:
-                decisions.append((at, g, k))
-        # DNS answers and decisions in capture order: a flow is named by answers
-        # seen before the packet that decides it.
+        n = sens.size
+        payload = self._payload_lengths(batch, p, sens)
+        offers = (payload != 0) | (h.proto[sens] != 6)
+        label = np.empty(n, np.int64)
+        row = np.empty(n, np.int64)
+        cand = np.empty(n, np.int64)
+        kern = follow_flows.compiled if compiled else follow_flows.py
+        t = self.table
+        start = 0
+        found: list[np.ndarray] = []
+        while start < n:
+            sl = slice(start, n)
+            t.count, nc, stop = (int(v) for v in kern(
+                h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
+                h.dst_hi.view(np.int64), h.dst_lo.view(np.int64), h.sport, h.dport,
+                h.tcp_flags, sens[sl], offers[sl], p.ts[sens[sl]], t.slots, t.keys, t.state,
+                t.seen, t.count, label[sl], row[sl], cand[sl]))
+            found.append(cand[sl][:nc] + start)
+            if stop < 0:
+                break
+            # Full: make room (rows move), then look the whole batch up again.
+            self._make_room(now, released)
+            start = 0
+            found = []
+        candidates = np.concatenate(found) if len(found) > 1 else found[0]
+        # Candidates and DNS answers in capture order: a flow is named by answers seen
+        # before the packet that decides it.
         dns_list = dns_at.tolist()
         d = 0
-        for at, g, k in sorted(decisions):
-            while d < len(dns_list) and dns_list[d] < int(sens[at]):
+        for j in candidates.tolist():
+            r = int(row[j])
+            if t.state[r] >= 0:
+                continue  # decided by an earlier packet of this batch
+            i = int(sens[j])
+            while d < len(dns_list) and dns_list[d] < i:
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
-            group_label[g] = self._finish_pending(k, released)
+            pend = self.pending.get(r)
+            if pend is None:
+                pend = self.pending[r] = self._new_pending(p, i, r)
+            if self._offer(batch, p, i, int(payload[j]), pend):
+                t.state[r] = self._finish_pending(r, released)
         for i in dns_list[d:]:
             self._learn_dns(batch, p, i)
-        label = np.empty(sens.size, np.int64)  # per sensitive packet; -1: held
-        label[order] = np.repeat(group_label, sizes)
+        waiting = np.flatnonzero(label < 0)
+        if waiting.size:
+            label[waiting] = t.state[row[waiting]]
         hold = sens[label < 0]
         if hold.size:
             chunk = p.take(hold)
-            where = {int(pos): n for n, pos in enumerate(hold.tolist())}
-            for k, rows in waiting:
-                pend = self.pending[k]
-                mine = np.array([where[int(sens[r])] for r in rows], np.int64)
+            held_rows = row[label < 0]
+            order = np.argsort(held_rows, kind="stable")
+            ks = held_rows[order]
+            cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+            bounds = np.r_[cuts, ks.size]
+            for g in range(cuts.size):
+                r = int(ks[cuts[g]])
+                mine = order[bounds[g] : bounds[g + 1]]
+                pend = self.pending.get(r)
+                if pend is None:
+                    pend = self.pending[r] = self._new_pending(p, int(hold[mine[0]]), r)
                 pend.held.append((chunk, mine))
                 pend.n_held += mine.size
             self.held += hold.size
@@ -249,44 +323,48 @@ class Naming:
         out: np.ndarray = np.where(doff >= 0, end - l4 - doff, -1)
         return out
 
-    def _decide_at(self, batch: Batch, p: Packets, sens: np.ndarray, rows: np.ndarray,
-                   payload: np.ndarray, pend: _Pending) -> int | None:
-        """The position (in ``sens``) of the packet that decides the flow's name, or
-        None if none in this batch does. Gathers the client's first bytes."""
+    def _new_pending(self, p: Packets, i: int, row: int) -> _Pending:
+        """A flow first seen (for its name) at packet ``i``."""
         h = p.h
-        for r in rows.tolist():
-            i = int(sens[r])
-            if h.proto[i] != 6:
-                return int(r)  # UDP: the first packet decides
-            n = int(payload[r])
-            if n < 0:
-                return int(r)  # headers cut: nothing more will be learned
-            if n == 0:
-                continue
-            sender = (int(h.src_hi[i]), int(h.src_lo[i]), int(h.sport[i]))
-            if pend.client is None:
-                pend.client = sender
-                pend.server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
-            elif sender != pend.client:
-                return int(r)  # the server answers: the client's message is complete
-            start = int(batch.offset[i]) + int(h.l4[i]) + (
-                (int(batch.buf[int(batch.offset[i]) + int(h.l4[i]) + 12]) >> 4) * 4)
-            got = min(n, int(p.cap[i]) - (start - int(batch.offset[i])))
-            room = MAX_HELLO - len(pend.data)
-            if got > 0 and room > 0:
-                pend.data += batch.buf[start : start + min(got, room)].tobytes()
-            pend.segments += 1
-            name = tls_sni(bytes(pend.data))
-            if name is None:
-                name = http_host(bytes(pend.data))
-            if name != NEED_MORE or got < n or pend.segments >= MAX_SEGMENTS:
-                pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
-                pend.segments = -1  # decided: data holds the name, if any
-                return int(r)
-        return None
+        pend = _Pending(int(p.ts[i]), row)
+        client_src = int(p.side[i]) != 0
+        server_at = (h.dst_hi, h.dst_lo) if client_src else (h.src_hi, h.src_lo)
+        pend.server = (int(server_at[0][i]) << 64) | int(server_at[1][i])
+        return pend
+
+    def _offer(self, batch: Batch, p: Packets, i: int, n: int, pend: _Pending) -> bool:
+        """Whether packet ``i`` (``n`` payload bytes) decides its flow's name; gathers
+        the client's first bytes."""
+        h = p.h
+        if h.proto[i] != 6:
+            return True  # UDP: the first packet decides
+        if n < 0:
+            return True  # headers cut: nothing more will be learned
+        sender = (int(h.src_hi[i]), int(h.src_lo[i]), int(h.sport[i]))
+        if pend.client is None:
+            pend.client = sender
+            pend.server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
+        elif sender != pend.client:
+            return True  # the server answers: the client's message is complete
+        start = int(batch.offset[i]) + int(h.l4[i]) + (
+            (int(batch.buf[int(batch.offset[i]) + int(h.l4[i]) + 12]) >> 4) * 4)
+        got = min(n, int(p.cap[i]) - (start - int(batch.offset[i])))
+        room = MAX_HELLO - len(pend.data)
+        if got > 0 and room > 0:
+            pend.data += batch.buf[start : start + min(got, room)].tobytes()
+        pend.segments += 1
+        name = tls_sni(bytes(pend.data))
+        if name is None:
+            name = http_host(bytes(pend.data))
+        if name != NEED_MORE or got < n or pend.segments >= MAX_SEGMENTS:
+            pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
+            pend.segments = -1  # decided: data holds the name, if any
+            return True
+        return False
 
     def _finish_pending(self, k: int, released: list[tuple[Packets, int]]) -> int:
-        """Decide flow ``k``: its label, and its held packets into ``released``."""
+        """Decide the flow in row ``k``: its label, and its held packets into
+        ``released``."""
         pend = self.pending.pop(k)
         names: tuple[str, ...] = ()
         if pend.segments == -1 and pend.data:
@@ -294,9 +372,7 @@ class Naming:
         elif pend.server is not None:
             names = self.dns.get(pend.server, ())
         label = self._label(names)
-        if len(self.decided) >= MAX_FLOWS:
-            del self.decided[next(iter(self.decided))]
-        self.decided[k] = label
+        self.table.state[k] = label
         if pend.held:
             parts = [chunk.take(rows) for chunk, rows in pend.held]
             released.append((Packets.concat(parts) if len(parts) > 1 else parts[0], label))
@@ -326,6 +402,22 @@ class Naming:
             elif len(self.dns) >= MAX_DNS:
                 del self.dns[next(iter(self.dns))]
             self.dns[address] = chain
+
+    def _make_room(self, now: int, released: list[tuple[Packets, int]]) -> None:
+        """The table is full: decide what is pending, keep the most recently seen half
+        of the flows (a flow forgotten and seen again is named anew)."""
+        for k in list(self.pending):
+            self._finish_pending(k, released)
+        t = self.table
+        keep = np.argsort(t.seen[: t.count], kind="stable")[t.count // 2 :]
+        keep.sort()
+        m = keep.size
+        t.keys[:m] = t.keys[keep]
+        t.state[:m] = t.state[keep]
+        t.seen[:m] = t.seen[keep]
+        t.count = m
+        t.slots[:] = 0
+        (place_flows.compiled if self.compiled else place_flows.py)(t.keys, t.count, t.slots)
 
     def _expire(self, now: int, released: list[tuple[Packets, int]]) -> None:
         """Decide flows pending too long, and the oldest while too much is held."""
