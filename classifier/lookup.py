@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._jit import kernel
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
 from .prefixes import PrefixTable
 from .rules import PROTOCOLS, RuleSet, match_name
@@ -197,6 +198,9 @@ class CompiledRules:
     def _classify_conditional(self, h: Headers, names: np.ndarray | None, compiled: bool,
                               ) -> tuple[np.ndarray, np.ndarray]:
         classes = self.classes(h, compiled=compiled)
+        if compiled and self._pair_masks is not None:
+            cat, side, _ = self._first_compiled(classes, names, False)
+            return cat, side
         m_src, m_dst, _, _ = self._masks(classes, names)
         cat, side = self._first(m_src, m_dst)
         cat[h.ip == 0] = self.non_ip
@@ -212,9 +216,14 @@ class CompiledRules:
             ca = cb = np.zeros(a.shape[0], np.intp)
         return Classes(a, b, ca, cb, h.ip == 0)
 
-    def classify_named(self, classes: Classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def classify_named(self, classes: Classes, *, compiled: bool = True,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Categories and client ends with no server name, and which packets a name
         could move (their category when every name condition is met differs)."""
+        if compiled and self._pair_masks is not None:
+            cat, side, sensitive = self._first_compiled(classes, None, True)
+            sensitive &= ~classes.no_ip
+            return cat, side, sensitive
         m_src, m_dst, n_src, n_dst = self._masks(classes, None, with_names=True)
         cat, side = self._first(m_src, m_dst)
         named, _ = self._first(m_src | n_src, m_dst | n_dst)
@@ -223,12 +232,36 @@ class CompiledRules:
         sensitive &= ~classes.no_ip
         return cat, side, sensitive
 
-    def reclassify(self, classes: Classes, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reclassify(self, classes: Classes, names: np.ndarray, *, compiled: bool = True,
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Categories and client ends given each packet's name bits (rows)."""
+        if compiled and self._pair_masks is not None:
+            cat, side, _ = self._first_compiled(classes, names, False)
+            return cat, side
         m_src, m_dst, _, _ = self._masks(classes, names)
         cat, side = self._first(m_src, m_dst)
         cat[classes.no_ip] = self.non_ip
         return cat, side
+
+    def _first_compiled(self, k: Classes, names: np.ndarray | None, sensitive: bool,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self._pair_masks is not None
+        n = k.a.shape[0]
+        cat = np.empty(n, np.int32)
+        side = np.empty(n, np.int8)
+        sens = np.empty(n if sensitive else 0, np.bool_)
+        if names is None:
+            rows = np.zeros((0, self.words), np.uint64)
+        elif names.ndim == 1:
+            rows = np.broadcast_to(names, (n, self.words))
+        else:
+            rows = names
+        first_rules.compiled(
+            k.a, k.b, k.ca, k.cb, self.n_classes, self._pair_masks[0], self._pair_masks[1],
+            self.prefixes.class_bits, self._unconditional, rows, self.name_rules,
+            self.rule_category, len(self.rules.rules), _DEBRUIJN_INDEX, cat, side, sens)
+        cat[k.no_ip] = self.non_ip
+        return cat, side, sens
 
     def _masks(self, k: Classes, names: np.ndarray | None, *, with_names: bool = False,
                ) -> tuple[np.ndarray, ...]:
@@ -299,6 +332,47 @@ class CompiledRules:
 def compile_rules(rules: RuleSet) -> CompiledRules:
     """Compile a rule set into lookup tables."""
     return CompiledRules(rules)
+
+
+@kernel
+def first_rules(a, b, ca, cb, n_classes, pair_src, pair_dst, by_address, free, names,  # type: ignore[no-untyped-def]
+                name_rules, rule_category, none, debruijn, out_cat, out_side, out_sens):
+    """The conditional match of :class:`CompiledRules` per packet, compiled: the first
+    rule's category, whether the source is its client end, and (``out_sens`` not
+    empty) whether a name could change the category. ``names``: per-packet name bits,
+    or no rows."""
+    words = free.shape[0]
+    per_packet = names.shape[0] > 0
+    want = out_sens.shape[0] > 0
+    one = np.uint64(1)
+    for i in range(a.shape[0]):
+        pair = a[i] * n_classes + b[i]
+        rule = none
+        named = none
+        src_client = 0
+        for w in range(words):
+            f = free[w]
+            if per_packet:
+                f |= names[i, w]
+            ps = pair_src[pair, w]
+            pd = pair_dst[pair, w]
+            ms = ps & (by_address[cb[i], w] | f)
+            m = ms | (pd & (by_address[ca[i], w] | f))
+            if rule == none and m != 0:
+                bit = debruijn[((m & (~m + one)) * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
+                rule = w * 64 + bit
+                src_client = 1 if (ms >> np.uint64(bit)) & one else 0
+            if want and named == none:
+                mn = m | ((ps | pd) & name_rules[w])
+                if mn != 0:
+                    named = w * 64 + debruijn[
+                        ((mn & (~mn + one)) * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
+            if rule != none and (named != none or not want):
+                break
+        out_cat[i] = rule_category[rule]
+        out_side[i] = -1 if rule == none else src_client
+        if want:
+            out_sens[i] = rule_category[named] != rule_category[rule]
 
 
 class Classes(NamedTuple):

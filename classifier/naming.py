@@ -57,12 +57,14 @@ PENDING = -1  # a flow's state while its name is not decided; else its label
 
 @kernel
 def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
-                 offers, ts, slots, keys, state, seen, count, out_label, out_row, cand):
+                 offers, ts, slots, keys, state, seen, offered, count, out_label, out_row,
+                 cand):
     """Find or add the flow of each packet ``at[j]`` in the open-addressing table
     (``keys`` as in :mod:`classifier.flows`, ``state`` PENDING or a label, ``seen``
     the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
     positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
-    listed in ``cand``. A TCP SYN on a named flow starts a new connection: pending
+    listed in ``cand``, at most MAX_SEGMENTS + 1 per flow (``offered`` counts them).
+    A TCP SYN on a named flow starts a new connection: pending
     again. Returns ``(count, candidates, stop)``: stop is -1, or the position at which
     the table filled up."""
     mask = slots.shape[0] - 1
@@ -111,12 +113,15 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
             keys[row, 4] = ports
             keys[row, 5] = pr
             state[row] = -1
+            offered[row] = 0
         elif state[row] >= 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
             state[row] = -1
+            offered[row] = 0
         seen[row] = ts[j]
         out_row[j] = row
         out_label[j] = state[row]
-        if state[row] < 0 and offers[j]:
+        if state[row] < 0 and offers[j] and offered[row] <= MAX_SEGMENTS:
+            offered[row] += 1
             cand[nc] = j
             nc += 1
     return count, nc, -1
@@ -129,6 +134,7 @@ class _Table:
         self.keys = np.zeros((capacity, 6), np.int64)
         self.state = np.zeros(capacity, np.int64)
         self.seen = np.zeros(capacity, np.int64)
+        self.offered = np.zeros(capacity, np.int64)
         self.slots = np.zeros(1 << max(4, (capacity * 2 - 1).bit_length()), np.int64)
         self.count = 0
 
@@ -197,7 +203,7 @@ class Naming:
         packets released by this batch first, then this batch's packets not held)."""
         self.compiled = compiled
         classes = self.rules.classes(h, compiled=compiled)
-        cat, side, sensitive = self.rules.classify_named(classes)
+        cat, side, sensitive = self.rules.classify_named(classes, compiled=compiled)
         p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         dns_at = np.flatnonzero(ported & (h.sport == 53) & (h.proto == 17))
@@ -226,7 +232,7 @@ class Naming:
                 h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
                 h.dst_hi.view(np.int64), h.dst_lo.view(np.int64), h.sport, h.dport,
                 h.tcp_flags, sens[sl], offers[sl], p.ts[sens[sl]], t.slots, t.keys, t.state,
-                t.seen, t.count, label[sl], row[sl], cand[sl]))
+                t.seen, t.offered, t.count, label[sl], row[sl], cand[sl]))
             found.append(cand[sl][:nc] + start)
             if stop < 0:
                 break
@@ -383,7 +389,8 @@ class Naming:
                ) -> None:
         """Classify the packets at ``at`` (``classes``: theirs) again with their
         labels' names."""
-        cat, side = self.rules.reclassify(classes, self._label_bits[labels])
+        cat, side = self.rules.reclassify(classes, self._label_bits[labels],
+                                          compiled=self.compiled)
         p.cat[at] = cat
         p.side[at] = side
         p.h.name[at] = self._label_name[labels]
@@ -415,6 +422,7 @@ class Naming:
         t.keys[:m] = t.keys[keep]
         t.state[:m] = t.state[keep]
         t.seen[:m] = t.seen[keep]
+        t.offered[:m] = t.offered[keep]
         t.count = m
         t.slots[:] = 0
         (place_flows.compiled if self.compiled else place_flows.py)(t.keys, t.count, t.slots)
