@@ -147,7 +147,7 @@ class _Pending:
     row: int
     held: list[tuple[Packets, np.ndarray]] = field(default_factory=list)
     n_held: int = 0
-    client: tuple[int, int, int] | None = None  # the end that sent the first payload
+    client: tuple[object, ...] | None = None  # the end that sent the first payload
     data: bytearray = field(default_factory=bytearray)
     segments: int = 0
     server: int | None = None  # the server end's 128-bit address, for DNS
@@ -245,19 +245,32 @@ class Naming:
         # before the packet that decides it.
         dns_list = dns_at.tolist()
         d = 0
-        for j in candidates.tolist():
-            r = int(row[j])
-            if t.state[r] >= 0:
+        state = t.state
+        # Plain ints for the per-flow loop (numpy scalars cost more than the work).
+        ci = sens[candidates]
+        l4 = h.l4[ci].astype(np.int64)
+        off = batch.offset[ci]
+        tcp = h.proto[ci] == 6
+        doff = np.zeros(ci.size, np.int64)
+        readable = tcp & (l4 + 13 <= p.cap[ci])
+        doff[readable] = (batch.buf[off[readable] + l4[readable] + 12].astype(np.int64) >> 4) * 4
+        start_at = off + l4 + doff
+        cap_end = off + p.cap[ci]
+        for i, r, n, is_tcp, begin, end in zip(
+                ci.tolist(), row[candidates].tolist(),
+                payload[candidates].tolist(), tcp.tolist(), start_at.tolist(),
+                cap_end.tolist(), strict=True):
+            if state[r] >= 0:
                 continue  # decided by an earlier packet of this batch
-            i = int(sens[j])
             while d < len(dns_list) and dns_list[d] < i:
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
             pend = self.pending.get(r)
             if pend is None:
                 pend = self.pending[r] = self._new_pending(p, i, r)
-            if self._offer(batch, p, i, int(payload[j]), pend):
-                t.state[r] = self._finish_pending(r, released)
+            if not is_tcp or n < 0 or self._offer(batch, h, i, n, begin, end, pend):
+                # UDP: the first packet decides; TCP headers cut: nothing to learn
+                state[r] = self._finish_pending(r, released)
         for i in dns_list[d:]:
             self._learn_dns(batch, p, i)
         waiting = np.flatnonzero(label < 0)
@@ -338,30 +351,24 @@ class Naming:
         pend.server = (int(server_at[0][i]) << 64) | int(server_at[1][i])
         return pend
 
-    def _offer(self, batch: Batch, p: Packets, i: int, n: int, pend: _Pending) -> bool:
-        """Whether packet ``i`` (``n`` payload bytes) decides its flow's name; gathers
-        the client's first bytes."""
-        h = p.h
-        if h.proto[i] != 6:
-            return True  # UDP: the first packet decides
-        if n < 0:
-            return True  # headers cut: nothing more will be learned
-        sender = (int(h.src_hi[i]), int(h.src_lo[i]), int(h.sport[i]))
+    def _offer(self, batch: Batch, h: Headers, i: int, n: int, begin: int, end: int,
+               pend: _Pending) -> bool:
+        """Whether TCP packet ``i`` (``n`` payload bytes on the wire, captured from
+        ``begin`` to ``end`` in the buffer) decides its flow's name; gathers the
+        client's first bytes."""
+        sender = (h.src_hi[i], h.src_lo[i], h.sport[i])
         if pend.client is None:
             pend.client = sender
             pend.server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
         elif sender != pend.client:
             return True  # the server answers: the client's message is complete
-        start = int(batch.offset[i]) + int(h.l4[i]) + (
-            (int(batch.buf[int(batch.offset[i]) + int(h.l4[i]) + 12]) >> 4) * 4)
-        got = min(n, int(p.cap[i]) - (start - int(batch.offset[i])))
+        got = min(n, end - begin)
         room = MAX_HELLO - len(pend.data)
         if got > 0 and room > 0:
-            pend.data += batch.buf[start : start + min(got, room)].tobytes()
+            pend.data += batch.buf[begin : begin + min(got, room)].tobytes()
         pend.segments += 1
-        name = tls_sni(bytes(pend.data))
-        if name is None:
-            name = http_host(bytes(pend.data))
+        data = bytes(pend.data)
+        name = tls_sni(data) if data[:1] == b"\x16" else http_host(data)
         if name != NEED_MORE or got < n or pend.segments >= MAX_SEGMENTS:
             pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
             pend.segments = -1  # decided: data holds the name, if any
