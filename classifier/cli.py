@@ -171,6 +171,7 @@ def _stderr_console() -> Any:
 
 def _table(result: AnalysisResult) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     totals = result.totals
@@ -181,7 +182,7 @@ def _table(result: AnalysisResult) -> str:
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     for name, t in result.categories.items():
-        table.add_row(name, f"{t.packets:,}", _human_bytes(t.bytes),
+        table.add_row(escape(name), f"{t.packets:,}", _human_bytes(t.bytes),
                       f"{100 * share(t.bytes, totals.bytes):.1f}%")
     table.add_section()
     table.add_row("total", f"{totals.packets:,}", _human_bytes(totals.bytes), "100.0%")
@@ -201,6 +202,15 @@ def _human_bytes(n: int) -> str:
             return f"{n:,} B" if unit == "B" else f"{value:,.1f} {unit}"
         value /= 1000
     return f"{n} B"  # pragma: no cover
+
+
+def _register() -> None:
+    from .cli_rules import rules_group
+
+    cli.add_command(rules_group)
+
+
+_register()
 
 
 def main() -> None:

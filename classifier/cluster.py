@@ -66,7 +66,8 @@ def analyze_cluster(
     try:
         jobs: list[tuple[int, Any, tuple[int, int] | None]] = []
         for index, path in enumerate(files):
-            ranges = plan_ranges(path, parts) if path != "-" else None
+            # Named flows are decided at their start: such rule sets do not split.
+            ranges = plan_ranges(path, parts) if path != "-" and not rules.uses_names else None
             if ranges is None:
                 fut = client.submit(_capture_task, path, rules, opts, pure=False, retries=2)
                 jobs.append((index, fut, None))

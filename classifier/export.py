@@ -14,7 +14,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import O365TrafficError
-from .flows import FLOW_COLUMNS, Flows, flow_columns
+from .flows import FLOW_COLUMNS, N_STATS, Flows, flow_columns
 from .measures import DIRECTIONS
 from .result import AnalysisResult
 
@@ -94,6 +94,7 @@ class FlowWriter:
                 "packets_down": pa.array(cols["packets_down"], pa.int64()),
                 "bytes_down": pa.array(cols["bytes_down"], pa.int64()),
                 "dscp": pa.array(cols["dscp"], pa.string()),
+                "server_name": pa.array(cols["server_name"], pa.string()),
             })
             if self._writer is None:
                 self._writer = pa.parquet.ParquetWriter(self.path, table.schema)
@@ -106,7 +107,7 @@ class FlowWriter:
             self._fh.close()
         elif self.kind == "parquet":
             if self._writer is None:  # no flows at all: still a valid, empty file
-                self(Flows(np.zeros((0, 6), np.int64), np.zeros((0, 10), np.int64),
+                self(Flows(np.zeros((0, 6), np.int64), np.zeros((0, N_STATS), np.int64),
                            np.zeros((0, 4), np.int8), np.zeros((0, 4), np.int64)))
                 if self._writer is None:
                     pa = _pyarrow()

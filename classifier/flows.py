@@ -32,8 +32,8 @@ __all__ = ["FLOW_COLUMNS", "FlowTable", "Flows", "update_flows"]
 K_A_HI, K_A_LO, K_B_HI, K_B_LO, K_PORTS, K_PROTO = range(6)
 # Columns of the ``stats`` table (int64).
 (S_FIRST, S_LAST, S_PK_UP, S_BY_UP, S_PK_DN, S_BY_DN, S_CAT, S_CLIENT_A, S_LAST_BIN,
- S_DSCP_OTHER) = range(10)
-N_STATS = 10
+ S_DSCP_OTHER, S_NAME) = range(11)
+N_STATS = 11
 DSCP_SLOTS = 4  # distinct DSCP values counted per flow; the rest add to S_DSCP_OTHER
 
 EMPTY = 0  # slots hold row + 1; zeros cost no memory until written (calloc)
@@ -73,7 +73,7 @@ def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
 
 @kernel
 def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_flags,  # type: ignore[no-untyped-def]
-                 cat, other, wire, ts, dscp, ip, bins, rows, active, slots, keys,
+                 cat, other, wire, ts, dscp, ip, name, bins, rows, active, slots, keys,
                  stats, dscp_val, dscp_cnt, count, idle_ns, ev_keys, ev_stats, ev_val, ev_cnt):
     """Add a batch of packets to the flow table; returns ``(flows, evicted, stop)``:
     the new number of flows, the records written to the ``ev_*`` arrays, and -1, or
@@ -168,6 +168,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             stats[row, S_CAT] = c
             stats[row, S_LAST_BIN] = -(1 << 62)
             stats[row, S_DSCP_OTHER] = 0
+            stats[row, S_NAME] = name[i]
             for k in range(dscp_val.shape[1]):
                 dscp_val[row, k] = 0
                 dscp_cnt[row, k] = 0
@@ -178,6 +179,8 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
                 stats[row, S_LAST] = t
             if stats[row, S_CAT] == other and c != other:
                 stats[row, S_CAT] = c
+            if stats[row, S_NAME] == 0:
+                stats[row, S_NAME] = name[i]
         up = (stats[row, S_CLIENT_A] == 1) == (not swap)
         if up:
             stats[row, S_PK_UP] += 1
@@ -211,6 +214,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
 FLOW_COLUMNS = (
     "protocol", "client_addr", "client_port", "server_addr", "server_port", "category",
     "first_ts", "last_ts", "packets_up", "bytes_up", "packets_down", "bytes_down", "dscp",
+    "server_name",
 )
 
 
@@ -222,9 +226,16 @@ class Flows:
     stats: np.ndarray
     dscp_val: np.ndarray
     dscp_cnt: np.ndarray
+    #: The capture's server names: ``stats[:, S_NAME]`` indexes it (0: no name).
+    names: list[str] = field(default_factory=lambda: [""])
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    def name(self, i: int) -> str:
+        """Flow ``i``'s server name ("" when none was learned)."""
+        n = int(self.stats[i, S_NAME])
+        return self.names[n] if 0 < n < len(self.names) else ""
 
 
 @dataclass
@@ -237,6 +248,8 @@ class FlowTable:
     idle_timeout_ns: int = 300 * 1_000_000_000
     sink: Callable[[Flows], None] | None = None
     compiled: bool = True
+    #: The server names flow records refer to (shared with the naming stage).
+    names: list[str] = field(default_factory=lambda: [""])
     count: int = 0
     evicted: int = 0
     total: int = 0  # flows created, evicted ones included
@@ -290,7 +303,7 @@ class FlowTable:
                 h.proto[sl], h.src_hi[sl].view(np.int64), h.src_lo[sl].view(np.int64),
                 h.dst_hi[sl].view(np.int64), h.dst_lo[sl].view(np.int64),
                 h.sport[sl], h.dport[sl], side[sl], h.tcp_flags[sl], cat[sl], self.other,
-                wire[sl], ts[sl], h.dscp[sl], h.ip[sl], bins[sl] if bins.size else bins,
+                wire[sl], ts[sl], h.dscp[sl], h.ip[sl], h.name[sl], bins[sl] if bins.size else bins,
                 rows[sl] if rows.size else rows, active, self.slots, self.keys, self.stats,
                 self.dscp_val, self.dscp_cnt, self.count, self.idle_timeout_ns, *ev,
             )
@@ -299,7 +312,7 @@ class FlowTable:
             self.count = count
             if ev_n:
                 self._emit(Flows(ev[0][:ev_n].copy(), ev[1][:ev_n].copy(),
-                                 ev[2][:ev_n].copy(), ev[3][:ev_n].copy()))
+                                 ev[2][:ev_n].copy(), ev[3][:ev_n].copy(), self.names))
             if stop < 0:
                 break
             start += stop
@@ -361,7 +374,7 @@ class FlowTable:
         n = self.count
         sel = slice(0, n) if select is None else select
         return Flows(self.keys[:n][sel].copy(), self.stats[:n][sel].copy(),
-                     self.dscp_val[:n][sel].copy(), self.dscp_cnt[:n][sel].copy())
+                     self.dscp_val[:n][sel].copy(), self.dscp_cnt[:n][sel].copy(), self.names)
 
 
 def _pow2(n: int) -> int:
@@ -401,6 +414,7 @@ def flow_columns(flows: Flows, categories: tuple[str, ...]) -> dict[str, list[ob
         "packets_down": st[:, S_PK_DN].tolist(),
         "bytes_down": st[:, S_BY_DN].tolist(),
         "dscp": [dscp_counts(flows, i) for i in range(len(flows))],
+        "server_name": [flows.name(i) for i in range(len(flows))],
     }
     return cols
 
@@ -466,13 +480,14 @@ class FlowSummary:
         packets = flows.stats[rows, S_PK_UP] + flows.stats[rows, S_PK_DN]
         order = np.argsort(-packets, kind="stable")[:QOS_REPORTED]
         sub = Flows(flows.keys[rows[order]], flows.stats[rows[order]],
-                    flows.dscp_val[rows[order]], flows.dscp_cnt[rows[order]])
+                    flows.dscp_val[rows[order]], flows.dscp_cnt[rows[order]], flows.names)
         cols = flow_columns(sub, self.categories)
         for i in range(len(sub)):
             self.reported.append({
                 "protocol": cols["protocol"][i],
                 "client": f"{cols['client_addr'][i]}:{cols['client_port'][i]}",
                 "server": f"{cols['server_addr'][i]}:{cols['server_port'][i]}",
+                "server_name": cols["server_name"][i],
                 "category": name, "expected_dscp": dscp, "dscp": cols["dscp"][i],
                 "packets": int(packets[order[i]]),
                 "verdict": VERDICTS[int(verdict[order[i]])],

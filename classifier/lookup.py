@@ -10,16 +10,25 @@ A packet with ports (a, b) matches rule r when ``client[a] & server[b]`` or
 classes are few (always, for hand-written rule sets) that answer is precomputed for
 every pair of classes, so a batch costs three gathers whatever the number of rules;
 otherwise the bitmasks are scanned word by word.
+
+Rules with server addresses or names (see :mod:`classifier.rules`) add a third mask:
+the rules a packet's server end qualifies for, by its address class
+(:class:`~classifier.prefixes.PrefixTable`) and by its flow's server name (bits the
+caller passes, see :mod:`classifier.naming`). Such rule sets always scan the words.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
+from ._jit import kernel
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
-from .rules import PROTOCOLS, RuleSet
+from .prefixes import PrefixTable
+from .rules import PROTOCOLS, RuleSet, match_name
 
-__all__ = ["CompiledRules", "compile_rules"]
+__all__ = ["Classes", "CompiledRules", "compile_rules"]
 
 _PORTS = 65536
 #: Largest number of port classes for which the pair table is built (its size squared).
@@ -92,6 +101,23 @@ class CompiledRules:
         self.pair_table: np.ndarray | None = None
         self._client = client
         self._server = server
+        self.words = words
+        #: Rules with address or name conditions change how a packet is matched.
+        self.conditional = any(r.conditional for r in rules.rules)
+        self.uses_names = any(r.names for r in rules.rules)
+        self.prefixes = PrefixTable([r.addresses for r in rules.rules])
+        self._unconditional = _bits([not r.conditional for r in rules.rules], words)
+        #: The rules with name patterns: what a name could add.
+        self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
+        self._name_cache: dict[str, np.ndarray] = {}
+        self._pair_masks: tuple[np.ndarray, np.ndarray] | None = None
+        if self.conditional:
+            if n_classes * n_classes * words <= 1 << 20:
+                # Port matches for every pair of classes: two gathers per packet.
+                both = (client[:, None, :] & server[None, :, :]).reshape(-1, words)
+                swapped = (client[None, :, :] & server[:, None, :]).reshape(-1, words)
+                self._pair_masks = (both, swapped)
+            return
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table, self._src_client = self._pair_table(client, server)
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
@@ -125,10 +151,28 @@ class CompiledRules:
         ``other`` here and are settled by the fragment table."""
         return self.classify_with_sides(h, sides=False)[0]
 
-    def classify_with_sides(self, h: Headers, *, sides: bool = True
+    def name_bits(self, name: str) -> np.ndarray:
+        """The rules whose name patterns match server ``name`` (uint64 words)."""
+        bits = self._name_cache.get(name)
+        if bits is None:
+            flags = [any(match_name(p, name) for p in r.names) for r in self.rules.rules]
+            bits = _bits(flags, self.words)
+            if len(self._name_cache) >= 65_536:  # bounded: names come from the traffic
+                self._name_cache.clear()
+            self._name_cache[name] = bits
+        return bits
+
+    def classify_with_sides(self, h: Headers, *, sides: bool = True,
+                            names: np.ndarray | None = None, compiled: bool = True,
                             ) -> tuple[np.ndarray, np.ndarray | None]:
         """Categories, and (with ``sides``) which end the matching rule takes for the
-        client: 1 the source, 0 the destination, -1 no rule matched."""
+        client: 1 the source, 0 the destination, -1 no rule matched.
+
+        ``names``: per packet (rows) or for all (one row), the rules its flow's server
+        name qualifies for; none by default.
+        """
+        if self.conditional:
+            return self._classify_conditional(h, names, compiled)
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         base = self.slot_of_proto[h.proto]
         base *= ported
@@ -151,6 +195,127 @@ class CompiledRules:
         cat[h.ip == 0] = self.non_ip
         return cat, side
 
+    def _classify_conditional(self, h: Headers, names: np.ndarray | None, compiled: bool,
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        classes = self.classes(h, compiled=compiled)
+        if compiled and self._pair_masks is not None:
+            cat, side, _ = self._first_compiled(classes, names, False)
+            return cat, side
+        m_src, m_dst, _, _ = self._masks(classes, names)
+        cat, side = self._first(m_src, m_dst)
+        cat[h.ip == 0] = self.non_ip
+        return cat, side
+
+    def classes(self, h: Headers, *, compiled: bool = True) -> Classes:
+        """What matching needs of each packet: its ends' port and address classes."""
+        a, b = self._port_classes(h)
+        if self.prefixes.n_prefixes:
+            ca = self.prefixes.classes(h.src_hi, h.src_lo, compiled=compiled)
+            cb = self.prefixes.classes(h.dst_hi, h.dst_lo, compiled=compiled)
+        else:
+            ca = cb = np.zeros(a.shape[0], np.intp)
+        return Classes(a, b, ca, cb, h.ip == 0)
+
+    def classify_named(self, classes: Classes, *, compiled: bool = True,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Categories and client ends with no server name, and which packets a name
+        could move (their category when every name condition is met differs)."""
+        if compiled and self._pair_masks is not None:
+            cat, side, sensitive = self._first_compiled(classes, None, True)
+            sensitive &= ~classes.no_ip
+            return cat, side, sensitive
+        m_src, m_dst, n_src, n_dst = self._masks(classes, None, with_names=True)
+        cat, side = self._first(m_src, m_dst)
+        named, _ = self._first(m_src | n_src, m_dst | n_dst)
+        sensitive = named != cat
+        cat[classes.no_ip] = self.non_ip
+        sensitive &= ~classes.no_ip
+        return cat, side, sensitive
+
+    def reclassify(self, classes: Classes, names: np.ndarray, *, compiled: bool = True,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Categories and client ends given each packet's name bits (rows)."""
+        if compiled and self._pair_masks is not None:
+            cat, side, _ = self._first_compiled(classes, names, False)
+            return cat, side
+        m_src, m_dst, _, _ = self._masks(classes, names)
+        cat, side = self._first(m_src, m_dst)
+        cat[classes.no_ip] = self.non_ip
+        return cat, side
+
+    def _first_compiled(self, k: Classes, names: np.ndarray | None, sensitive: bool,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self._pair_masks is not None
+        n = k.a.shape[0]
+        cat = np.empty(n, np.int32)
+        side = np.empty(n, np.int8)
+        sens = np.empty(n if sensitive else 0, np.bool_)
+        if names is None:
+            rows = np.zeros((0, self.words), np.uint64)
+        elif names.ndim == 1:
+            rows = np.broadcast_to(names, (n, self.words))
+        else:
+            rows = names
+        first_rules.compiled(
+            k.a, k.b, k.ca, k.cb, self.n_classes, self._pair_masks[0], self._pair_masks[1],
+            self.prefixes.class_bits, self._unconditional, rows, self.name_rules,
+            self.rule_category, len(self.rules.rules), _DEBRUIJN_INDEX, cat, side, sens)
+        cat[k.no_ip] = self.non_ip
+        return cat, side, sens
+
+    def _masks(self, k: Classes, names: np.ndarray | None, *, with_names: bool = False,
+               ) -> tuple[np.ndarray, ...]:
+        """Rule bits (packets x words) matching with the source as the client end, and
+        with the destination as the client end; with ``with_names``, also the name
+        rules that would match on ports alone (what a name could add)."""
+        if self._pair_masks is not None:
+            pair = k.a * self.n_classes
+            pair += k.b
+            p_src = self._pair_masks[0][pair]
+            p_dst = self._pair_masks[1][pair]
+        else:
+            p_src = self._client[k.a] & self._server[k.b]
+            p_dst = self._client[k.b] & self._server[k.a]
+        by_address = self.prefixes.class_bits
+        free = self._unconditional if names is None else names | self._unconditional
+        # The server end's address qualifies it: the destination's when the source
+        # is the client end, the source's otherwise.
+        m_src = p_src & (by_address[k.cb] | free)
+        m_dst = p_dst & (by_address[k.ca] | free)
+        if not with_names:
+            return m_src, m_dst, m_src, m_dst
+        return m_src, m_dst, p_src & self.name_rules, p_dst & self.name_rules
+
+    def _first(self, m_src: np.ndarray, m_dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The category of the first matching rule, and whether the source is its
+        client end (-1: no rule matched)."""
+        n = m_src.shape[0]
+        none = len(self.rules.rules)
+        rule = np.full(n, none, np.int64)
+        src_client = np.zeros(n, np.int8)
+        for w in range(self.words):
+            ms = m_src[:, w]
+            m = ms | m_dst[:, w]
+            fresh = m != 0
+            if w:
+                fresh &= rule == none
+            if fresh.any():
+                bit = lowest_bit(m[fresh])
+                rule[fresh] = w * 64 + bit
+                src_client[fresh] = (ms[fresh] >> bit.astype(np.uint64)) & np.uint64(1)
+        cat = self.rule_category[rule]
+        side = np.where(rule == none, -1, src_client).astype(np.int8)
+        return cat, side
+
+    def _port_classes(self, h: Headers) -> tuple[np.ndarray, np.ndarray]:
+        ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
+        base = self.slot_of_proto[h.proto]
+        base *= ported
+        base <<= 16
+        a = self.port_class[base + h.sport].astype(np.intp)
+        b = self.port_class[base + h.dport].astype(np.intp)
+        return a, b
+
     def _scan(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The first matching rule of each packet (len(rules) where none matches)."""
         none = len(self.rules.rules)
@@ -167,6 +332,69 @@ class CompiledRules:
 def compile_rules(rules: RuleSet) -> CompiledRules:
     """Compile a rule set into lookup tables."""
     return CompiledRules(rules)
+
+
+@kernel
+def first_rules(a, b, ca, cb, n_classes, pair_src, pair_dst, by_address, free, names,  # type: ignore[no-untyped-def]
+                name_rules, rule_category, none, debruijn, out_cat, out_side, out_sens):
+    """The conditional match of :class:`CompiledRules` per packet, compiled: the first
+    rule's category, whether the source is its client end, and (``out_sens`` not
+    empty) whether a name could change the category. ``names``: per-packet name bits,
+    or no rows."""
+    words = free.shape[0]
+    per_packet = names.shape[0] > 0
+    want = out_sens.shape[0] > 0
+    one = np.uint64(1)
+    for i in range(a.shape[0]):
+        pair = a[i] * n_classes + b[i]
+        rule = none
+        named = none
+        src_client = 0
+        for w in range(words):
+            f = free[w]
+            if per_packet:
+                f |= names[i, w]
+            ps = pair_src[pair, w]
+            pd = pair_dst[pair, w]
+            ms = ps & (by_address[cb[i], w] | f)
+            m = ms | (pd & (by_address[ca[i], w] | f))
+            if rule == none and m != 0:
+                bit = debruijn[((m & (~m + one)) * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
+                rule = w * 64 + bit
+                src_client = 1 if (ms >> np.uint64(bit)) & one else 0
+            if want and named == none:
+                mn = m | ((ps | pd) & name_rules[w])
+                if mn != 0:
+                    named = w * 64 + debruijn[
+                        ((mn & (~mn + one)) * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
+            if rule != none and (named != none or not want):
+                break
+        out_cat[i] = rule_category[rule]
+        out_side[i] = -1 if rule == none else src_client
+        if want:
+            out_sens[i] = rule_category[named] != rule_category[rule]
+
+
+class Classes(NamedTuple):
+    """Per packet: source and destination port classes, address classes, no IP."""
+
+    a: np.ndarray
+    b: np.ndarray
+    ca: np.ndarray
+    cb: np.ndarray
+    no_ip: np.ndarray
+
+    def take(self, index: np.ndarray) -> Classes:
+        return Classes(*(col[index] for col in self))
+
+
+def _bits(flags: list[bool], words: int) -> np.ndarray:
+    """A bitmask (uint64 words) with bit r set where ``flags[r]``."""
+    out = np.zeros(words, np.uint64)
+    for r, flag in enumerate(flags):
+        if flag:
+            out[r // 64] |= np.uint64(1 << (r % 64))
+    return out
 
 
 def _smallest_uint(count: int) -> type[np.unsignedinteger]:

@@ -29,6 +29,7 @@ from .measures import (
     Series,
     directions_of,
 )
+from .naming import Naming
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
@@ -266,6 +267,7 @@ def scan(
     summary = CaptureSummary(path=path)
     agg: Aggregator | None = None
     fragments = FragmentTable(compiled_rules.other)
+    naming = Naming(compiled_rules) if compiled_rules.uses_names else None
     reported = 0
     reader = None
     try:
@@ -275,11 +277,17 @@ def scan(
         summary.format = reader.format
         use_compiled = reader.compiled
         agg = Aggregator(compiled_rules, options, compiled=use_compiled)
+        if naming is not None and agg.flow_table is not None:
+            agg.flow_table.names = naming.names
         for batch in reader:
             h = decode_batch(batch, compiled=use_compiled)
-            cat, side = compiled_rules.classify_with_sides(h, sides=True)
-            assert side is not None
-            packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
+            if naming is not None:  # classifies too, by name where names matter
+                packets = naming.process(batch, h, compiled=use_compiled)
+            else:
+                cat, side = compiled_rules.classify_with_sides(h, sides=True,
+                                                               compiled=use_compiled)
+                assert side is not None
+                packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
             now, released = fragments.settle(packets)
             agg.add(now)
             if released is not None:
@@ -287,6 +295,8 @@ def scan(
             if progress is not None:
                 progress(reader.position - reported)
                 reported = reader.position
+        if naming is not None:
+            _count_named(naming, fragments, agg)
         skipped: list[tuple[int, int]] = getattr(reader, "skipped", [])
         for at, length in skipped[:10]:
             summary.warnings.append(f"{path}: skipped {length} damaged bytes at byte {at}")
@@ -324,6 +334,16 @@ def scan(
     summary.bytes = int(agg.bytes.sum())
     summary.warnings += [f"{path}: {w}" for w in dict.fromkeys(agg.warnings)]
     return Part(agg, summary, fragments, end, options.flow_sink)
+
+
+def _count_named(naming: Naming, fragments: FragmentTable, agg: Aggregator) -> None:
+    """Count the packets still held for their flows' names, now decided."""
+    rest = naming.finish()
+    if rest is not None:
+        now, released = fragments.settle(rest)
+        agg.add(now)
+        if released is not None:
+            agg.add(released)
 
 
 def finish(part: Part) -> AnalysisResult:
@@ -415,7 +435,10 @@ def analyze(
     opts = options or Options()
     if opts.flow_sink is not None:
         jobs = 1  # flow records go to one sink, in this process
-    ranges = plan_ranges(files[0], jobs) if jobs > 1 and len(files) == 1 else None
+    # A flow's name is decided at its start: a byte range cannot name the flows that
+    # started before it, so captures are not split for rule sets that use names.
+    split = jobs > 1 and len(files) == 1 and not compiled_rules.uses_names
+    ranges = plan_ranges(files[0], jobs) if split else None
     if scheduler is not None:
         from .cluster import analyze_cluster  # only with a cluster
 

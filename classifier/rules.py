@@ -16,7 +16,21 @@ A rule set file::
     ...
 
 Ports are integers, ``"a-b"`` ranges, ``"ephemeral"`` (1024-65535) or ``"any"``
-(0-65535). Every protocol listed in ``protocols`` needs a client and a server list
+(0-65535).
+
+A rule may also name its servers::
+
+    addresses = ["52.112.0.0/14", "2603:1063::/38"]   # server address prefixes
+    names = ["*.lync.com", "teams.microsoft.com"]       # server name patterns
+
+With either, the rule matches only when, besides the ports, the address of the end
+that matched the server ports lies in one of the prefixes, or the flow's server name
+(TLS SNI, HTTP Host, or a DNS answer seen earlier) matches one of the patterns: one
+of the two suffices, as in Microsoft's endpoint sets. A pattern is a name, or a name
+with ``*`` standing for any characters (``*.lync.com`` matches ``a.b.lync.com``, not
+``lync.com``); names compare case-insensitively.
+
+Every protocol listed in ``protocols`` needs a client and a server list
 (an empty list never matches). A packet matches a rule when, on one of its protocols,
 one endpoint's port is in the client list and the other's in the server list, either
 direction. The first matching rule in file order wins; IP packets that match none are
@@ -25,6 +39,7 @@ direction. The first matching rule in file order wins; IP packets that match non
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from collections.abc import Mapping
@@ -33,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RulesError
+from .prefixes import parse_prefix
 
 __all__ = [
     "NON_IP",
@@ -52,9 +68,13 @@ PROTOCOLS: Mapping[str, int] = {"tcp": 6, "udp": 17}
 PORT_ALIASES: Mapping[str, tuple[int, int]] = {"ephemeral": (1024, 65535), "any": (0, 65535)}
 
 _SET_KEYS = {"name", "description", "source", "rule"}
-_RULE_KEYS = {"name", "category", "description", "protocols", "client", "server"}
+_RULE_KEYS = {"name", "category", "description", "protocols", "client", "server",
+              "addresses", "names"}
 _MAX_RULES = 100_000
 _MAX_NAME = 200
+#: A server name pattern: DNS name characters and ``*``, at most 253 of them.
+_PATTERN = re.compile(r"[a-z0-9*_-]+(?:\.[a-z0-9*_-]+)*\.?")
+_MAX_PATTERN = 253
 
 PortRanges = tuple[tuple[int, int], ...]
 #: A port or a range: ASCII digits only (str.isdigit also takes superscripts).
@@ -71,18 +91,48 @@ class Rule:
     protocols: tuple[str, ...]
     client: Mapping[str, PortRanges]
     server: Mapping[str, PortRanges]
+    #: Server address prefixes, as (first, last) 128-bit addresses (IPv4 mapped).
+    addresses: tuple[tuple[int, int], ...] = ()
+    #: The prefixes as written, for display.
+    address_texts: tuple[str, ...] = ()
+    #: Server name patterns, lower case.
+    names: tuple[str, ...] = ()
 
-    def matches(self, protocol: int, port_a: int, port_b: int) -> bool:
-        """Plain-Python evaluation, the reference the compiled lookup is tested against."""
+    @property
+    def conditional(self) -> bool:
+        """Whether the rule needs a server address or name besides its ports."""
+        return bool(self.addresses or self.names)
+
+    def matches(self, protocol: int, port_a: int, port_b: int, addr_a: int | None = None,
+                addr_b: int | None = None, name: str | None = None) -> bool:
+        """Plain-Python evaluation, the reference the compiled lookup is tested against.
+
+        ``addr_a``, ``addr_b``: the endpoints' 128-bit addresses (IPv4 mapped);
+        ``name``: the flow's server name, if known.
+        """
         for proto in self.protocols:
             if PROTOCOLS[proto] != protocol:
                 continue
             client, server = self.client[proto], self.server[proto]
-            if (_in(port_a, client) and _in(port_b, server)) or (
-                _in(port_b, client) and _in(port_a, server)
-            ):
+            if _in(port_a, client) and _in(port_b, server) and self.names_server(addr_b, name):
+                return True
+            if _in(port_b, client) and _in(port_a, server) and self.names_server(addr_a, name):
                 return True
         return False
+
+    def names_server(self, address: int | None, name: str | None) -> bool:
+        """Whether the server end (its address, the flow's name) meets the rule's
+        address and name conditions (always, for a rule without any)."""
+        if not self.conditional:
+            return True
+        if address is not None and any(lo <= address <= hi for lo, hi in self.addresses):
+            return True
+        return name is not None and any(match_name(p, name) for p in self.names)
+
+
+def match_name(pattern: str, name: str) -> bool:
+    """Whether server ``name`` matches ``pattern`` (``*``: any characters)."""
+    return fnmatch.fnmatchcase(name.lower().rstrip("."), pattern)
 
 
 def _in(port: int, ranges: PortRanges) -> bool:
@@ -107,7 +157,17 @@ class RuleSet:
             seen.setdefault(rule.category, None)
         object.__setattr__(self, "categories", (*seen, OTHER, NON_IP))
 
-    def classify_one(self, protocol: int | None, port_a: int | None, port_b: int | None) -> str:
+    @property
+    def uses_addresses(self) -> bool:
+        return any(r.addresses for r in self.rules)
+
+    @property
+    def uses_names(self) -> bool:
+        return any(r.names for r in self.rules)
+
+    def classify_one(self, protocol: int | None, port_a: int | None, port_b: int | None,
+                     addr_a: int | None = None, addr_b: int | None = None,
+                     name: str | None = None) -> str:
         """Category of one packet, in plain Python (``protocol`` None: no IP layer;
         ports None: not captured)."""
         if protocol is None:
@@ -115,7 +175,7 @@ class RuleSet:
         if port_a is None or port_b is None:
             return OTHER
         for rule in self.rules:
-            if rule.matches(protocol, port_a, port_b):
+            if rule.matches(protocol, port_a, port_b, addr_a, addr_b, name):
                 return rule.category
         return OTHER
 
@@ -135,7 +195,8 @@ def rules_dir() -> Path:
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Load and validate a rule set file (TOML); ``None`` loads the default.
 
-    A bare name such as ``teams`` finds the shipped ``rules/teams.toml``.
+    A bare name such as ``teams`` finds the shipped ``rules/teams.toml``; a ``.json``
+    file is read as Microsoft's endpoint list (see :mod:`classifier.endpoints`).
     Raises :class:`RulesError` naming the file, the rule and the problem.
     """
     if path is None:
@@ -144,6 +205,10 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     if not p.exists() and p.parent == Path(".") and (rules_dir() / f"{p.name}.toml").exists():
         p = rules_dir() / f"{p.name}.toml"
     name = str(path)
+    if p.suffix.lower() == ".json":  # a downloaded Microsoft endpoint list
+        from .endpoints import load_endpoints
+
+        return load_endpoints(p)
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -231,7 +296,41 @@ def _parse_rule(raw: Any, index: int, path: str) -> Rule:
                 raise RulesError(path, f"missing '{side}.{proto}' (use [] for none)", label)
             parsed[proto] = _ports(table[proto], path, label, f"{side}.{proto}")
         sides[side] = parsed
-    return Rule(name, category, description, tuple(protos), sides["client"], sides["server"])
+    addresses = raw.get("addresses", [])
+    if not isinstance(addresses, list):
+        raise RulesError(path, "'addresses' must be a list of prefixes such as \"10.0.0.0/8\"",
+                         label)
+    ranges: list[tuple[int, int]] = []
+    for item in addresses:
+        try:
+            if not isinstance(item, str) or not item.isascii():
+                raise ValueError
+            ranges.append(parse_prefix(item))
+        except ValueError:
+            raise RulesError(path, f"bad address prefix {_shown(item)} in 'addresses' (an IPv4 "
+                                   "or IPv6 prefix such as 52.112.0.0/14, host bits zero)",
+                             label) from None
+    patterns = raw.get("names", [])
+    if not isinstance(patterns, list):
+        raise RulesError(path, "'names' must be a list of server names such as \"*.lync.com\"",
+                         label)
+    names: list[str] = []
+    for item in patterns:
+        text = item.strip().lower().rstrip(".") if isinstance(item, str) else None
+        if text is None or len(text) > _MAX_PATTERN or not _PATTERN.fullmatch(text):
+            raise RulesError(path, f"bad server name {_shown(item)} in 'names' (letters, digits, "
+                                   "'-', '_', '.' and '*', at most 253)", label)
+        names.append(text)
+    return Rule(name, category, description, tuple(protos), sides["client"], sides["server"],
+                addresses=tuple(ranges),
+                address_texts=tuple(str(a).strip() for a in addresses),
+                names=tuple(dict.fromkeys(names)))
+
+
+def _shown(value: Any) -> str:
+    """A value from a rule file, bounded and escaped for an error line."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _ports(value: Any, path: str, rule: str, where: str) -> PortRanges:

@@ -116,6 +116,7 @@ def _headers(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray,
         flags=np.full(n, FLAG_PORTS, np.uint8) if flags is None else flags,
         frag_id=np.zeros(n, np.uint32), src_hi=z64, src_lo=z64, dst_hi=z64, dst_lo=z64,
         dscp=z8, tcp_flags=z8, l4=np.zeros(n, np.int32), anomaly=z8,
+        ipend=np.full(n, -1, np.int32), name=np.zeros(n, np.int32),
     )
 
 

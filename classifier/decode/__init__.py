@@ -70,7 +70,7 @@ _DTYPES = {
     "ip": np.uint8, "proto": np.uint8, "sport": np.uint16, "dport": np.uint16,
     "flags": np.uint8, "frag_id": np.uint32, "src_hi": np.uint64, "src_lo": np.uint64,
     "dst_hi": np.uint64, "dst_lo": np.uint64, "dscp": np.uint8, "tcp_flags": np.uint8,
-    "l4": np.int32, "anomaly": np.uint8,
+    "l4": np.int32, "anomaly": np.uint8, "ipend": np.int32, "name": np.int32,
 }
 
 
@@ -96,6 +96,12 @@ class Headers:
     tcp_flags: np.ndarray  # uint8
     l4: np.ndarray  # int32: offset of the transport header in the packet, -1 if none
     anomaly: np.ndarray  # uint8: ANOMALY_NAMES code
+    #: int32: where the IP datagram ends in the packet by its length field (link
+    #: padding excluded), -1 unknown (no IP, or a length of 0 as in TSO captures)
+    ipend: np.ndarray
+    #: int32: the flow's server name, an index into the capture's names (0: none);
+    #: the decoder leaves 0, the naming stage sets it
+    name: np.ndarray
 
     def __len__(self) -> int:
         return int(self.ip.shape[0])
@@ -116,7 +122,7 @@ class Headers:
 
 @kernel
 def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag_id,  # type: ignore[no-untyped-def]
-                   src_hi, src_lo, dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly):
+                   src_hi, src_lo, dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly, ipend, name):
     """Fill the header columns for every packet (see :class:`Headers`)."""
     for i in range(off.shape[0]):
         p = off[i]
@@ -136,6 +142,8 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
         tcp_flags[i] = 0
         l4off[i] = -1
         anomaly[i] = 0
+        ipend[i] = -1
+        name[i] = 0
         # ---- link layer: find the network header at q and its type ---------------
         # et: 0x0800 IPv4, 0x86DD IPv6, -1 version nibble decides, anything else non-IP
         q = p
@@ -275,6 +283,9 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 anomaly[i] = 5
                 continue
             dscp[i] = u8(buf, q + 1) >> 2
+            total = be16(buf, q + 2)
+            if total >= ihl:
+                ipend[i] = q - p + total
             frag = be16(buf, q + 6)
             frag_id[i] = be16(buf, q + 4)
             pr = u8(buf, q + 9)
@@ -299,6 +310,9 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
                 anomaly[i] = 5
                 continue
             dscp[i] = (((u8(buf, q) & 15) << 4) | (u8(buf, q + 1) >> 4)) >> 2
+            plen = be16(buf, q + 4)
+            if plen > 0:
+                ipend[i] = q - p + 40 + plen
             src_hi[i] = be64(buf, q + 8)
             src_lo[i] = be64(buf, q + 16)
             dst_hi[i] = be64(buf, q + 24)

@@ -1,0 +1,443 @@
+"""Server names per flow, for rule sets whose rules name servers.
+
+A packet is *name-sensitive* when some server name could change its category: its
+category with every name rule's name condition met differs from its category with
+none met. Only those packets' flows are followed, in a dictionary keyed by a hash of
+the flow; the rest of the batch stays in numpy.
+
+A flow's name is decided once, then every packet of the flow takes the category that
+name gives, so a flow's category never changes mid-flow:
+
+- TCP: at the flow's first payload bytes. A TLS ClientHello's SNI or an HTTP
+  request's Host names the flow; the message may span several segments (up to
+  :data:`~classifier.names.MAX_HELLO` bytes). Without either, the name from DNS, if
+  any.
+- UDP: at the flow's first packet, from DNS.
+- DNS: answers seen earlier in the capture map addresses to the names asked for
+  (the question, then the CNAME chain); a flow to such an address has those names.
+
+The packets a flow sends before its name is decided (the TCP handshake) are held
+back and counted, with the decided category, when it is decided: every total sees
+them once, in the right category. Held packets are bounded: flows pending longer than
+:data:`PENDING_TIMEOUT_NS` of capture time, or beyond :data:`MAX_HELD` packets, are
+decided with what is known (DNS, or no name).
+
+Names are learned per capture: a capture's names do not name another capture's flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._jit import kernel
+from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
+from .flows import _SIGN, flow_hash, place_flows
+from .fragments import Packets
+from .lookup import Classes, CompiledRules
+from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, tls_sni
+from .sources.batch import Batch
+
+__all__ = ["MAX_HELD", "PENDING_TIMEOUT_NS", "Naming"]
+
+#: Packets held back at most while their flows' names are pending.
+MAX_HELD = 200_000
+#: A flow whose name is still pending after this much capture time is decided.
+PENDING_TIMEOUT_NS = 30 * 1_000_000_000
+#: Flows remembered with their decided names; the oldest are forgotten first.
+MAX_FLOWS = 262_144
+#: Addresses remembered from DNS answers; the oldest are forgotten first.
+MAX_DNS = 262_144
+#: Client segments a ClientHello or request header is gathered from at most.
+MAX_SEGMENTS = 8
+
+PENDING = -1  # a flow's state while its name is not decided; else its label
+
+
+@kernel
+def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
+                 offers, ts, slots, keys, state, seen, offered, count, out_label, out_row,
+                 cand):
+    """Find or add the flow of each packet ``at[j]`` in the open-addressing table
+    (``keys`` as in :mod:`classifier.flows`, ``state`` PENDING or a label, ``seen``
+    the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
+    positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
+    listed in ``cand``, at most MAX_SEGMENTS + 1 per flow (``offered`` counts them).
+    A TCP SYN on a named flow starts a new connection: pending
+    again. Returns ``(count, candidates, stop)``: stop is -1, or the position at which
+    the table filled up."""
+    mask = slots.shape[0] - 1
+    capacity = keys.shape[0]
+    nc = 0
+    for j in range(at.shape[0]):
+        i = at[j]
+        s_hi = src_hi[i]
+        s_lo = src_lo[i]
+        d_hi = dst_hi[i]
+        d_lo = dst_lo[i]
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        if s_hi != d_hi:
+            swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
+        elif s_lo != d_lo:
+            swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
+        else:
+            swap = sp > dp
+        if swap:
+            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
+        else:
+            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
+        pr = np.int64(proto[i])
+        h = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
+        row = -1
+        while True:
+            r = slots[h] - 1
+            if r < 0:
+                break
+            if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
+                    and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
+                row = r
+                break
+            h = (h + 1) & mask
+        if row < 0:
+            if count >= capacity:
+                return count, nc, j
+            row = count
+            count += 1
+            slots[h] = row + 1
+            keys[row, 0] = a_hi
+            keys[row, 1] = a_lo
+            keys[row, 2] = b_hi
+            keys[row, 3] = b_lo
+            keys[row, 4] = ports
+            keys[row, 5] = pr
+            state[row] = -1
+            offered[row] = 0
+        elif state[row] >= 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
+            state[row] = -1
+            offered[row] = 0
+        seen[row] = ts[j]
+        out_row[j] = row
+        out_label[j] = state[row]
+        if state[row] < 0 and offers[j] and offered[row] <= MAX_SEGMENTS:
+            offered[row] += 1
+            cand[nc] = j
+            nc += 1
+    return count, nc, -1
+
+
+class _Table:
+    """The flows followed for their names (rows stay put until the table is full)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.keys = np.zeros((capacity, 6), np.int64)
+        self.state = np.zeros(capacity, np.int64)
+        self.seen = np.zeros(capacity, np.int64)
+        self.offered = np.zeros(capacity, np.int64)
+        self.slots = np.zeros(1 << max(4, (capacity * 2 - 1).bit_length()), np.int64)
+        self.count = 0
+
+
+@dataclass
+class _Pending:
+    """A flow whose name is not decided yet."""
+
+    first_ts: int
+    row: int
+    held: list[tuple[Packets, np.ndarray]] = field(default_factory=list)
+    n_held: int = 0
+    client: tuple[object, ...] | None = None  # the end that sent the first payload
+    data: bytearray = field(default_factory=bytearray)
+    segments: int = 0
+    server: int | None = None  # the server end's 128-bit address, for DNS
+
+
+class Naming:
+    """The naming stage of one capture (see the module docstring)."""
+
+    def __init__(self, rules: CompiledRules) -> None:
+        self.rules = rules
+        #: Server names; flows and packets refer to them by index (0: no name).
+        self.names: list[str] = [""]
+        self._name_id: dict[str, int] = {}
+        # A label is what a decision gives a flow: its name's index and rule bits.
+        self._label_bits = np.zeros((16, rules.words), np.uint64)  # label -> rule bits
+        self._label_name = np.zeros(16, np.int32)  # label -> name index
+        self._n_labels = 1  # label 0: no name
+        self._label_of: dict[tuple[str, ...], int] = {(): 0}
+        self.compiled = True
+        self.table = _Table(MAX_FLOWS)
+        self.pending: dict[int, _Pending] = {}  # by row of the table
+        self.dns: dict[int, tuple[str, ...]] = {}
+        self.held = 0
+
+    # ---- labels -----------------------------------------------------------------
+    def _label(self, names: tuple[str, ...]) -> int:
+        label = self._label_of.get(names)
+        if label is None:
+            bits = np.zeros(self.rules.words, np.uint64)
+            for n in names:
+                bits |= self.rules.name_bits(n)
+            name_id = self._name_id.get(names[0])
+            if name_id is None:
+                if len(self.names) >= 1_000_000:  # bounded: beyond, flows go unnamed
+                    name_id = 0
+                else:
+                    name_id = self._name_id[names[0]] = len(self.names)
+                    self.names.append(names[0])
+            label = self._n_labels
+            if label == self._label_bits.shape[0]:
+                self._label_bits = np.concatenate([self._label_bits, self._label_bits])
+                self._label_name = np.concatenate([self._label_name, self._label_name])
+            self._label_bits[label] = bits
+            self._label_name[label] = name_id
+            self._n_labels += 1
+            if len(self._label_of) < 1_000_000:
+                self._label_of[names] = label
+        return label
+
+    # ---- the stage ----------------------------------------------------------------
+    def process(self, batch: Batch, h: Headers, *, compiled: bool = True) -> Packets:
+        """Classify and name a decoded batch: returns the packets to count now (held
+        packets released by this batch first, then this batch's packets not held)."""
+        self.compiled = compiled
+        classes = self.rules.classes(h, compiled=compiled)
+        cat, side, sensitive = self.rules.classify_named(classes, compiled=compiled)
+        p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
+        ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
+        dns_at = np.flatnonzero(ported & (h.sport == 53) & (h.proto == 17))
+        sens = np.flatnonzero(sensitive)
+        now = int(p.ts.max()) if len(p) else 0
+        released: list[tuple[Packets, int]] = []
+        if sens.size == 0:
+            for i in dns_at.tolist():
+                self._learn_dns(batch, p, i)
+            self._expire(now, released)
+            return self._released_first(released, p)
+
+        n = sens.size
+        payload = self._payload_lengths(batch, p, sens)
+        offers = (payload != 0) | (h.proto[sens] != 6)
+        label = np.empty(n, np.int64)
+        row = np.empty(n, np.int64)
+        cand = np.empty(n, np.int64)
+        kern = follow_flows.compiled if compiled else follow_flows.py
+        t = self.table
+        start = 0
+        found: list[np.ndarray] = []
+        while start < n:
+            sl = slice(start, n)
+            t.count, nc, stop = (int(v) for v in kern(
+                h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
+                h.dst_hi.view(np.int64), h.dst_lo.view(np.int64), h.sport, h.dport,
+                h.tcp_flags, sens[sl], offers[sl], p.ts[sens[sl]], t.slots, t.keys, t.state,
+                t.seen, t.offered, t.count, label[sl], row[sl], cand[sl]))
+            found.append(cand[sl][:nc] + start)
+            if stop < 0:
+                break
+            # Full: make room (rows move), then look the whole batch up again.
+            self._make_room(now, released)
+            start = 0
+            found = []
+        candidates = np.concatenate(found) if len(found) > 1 else found[0]
+        # Candidates and DNS answers in capture order: a flow is named by answers seen
+        # before the packet that decides it.
+        dns_list = dns_at.tolist()
+        d = 0
+        state = t.state
+        # Plain ints for the per-flow loop (numpy scalars cost more than the work).
+        ci = sens[candidates]
+        l4 = h.l4[ci].astype(np.int64)
+        off = batch.offset[ci]
+        tcp = h.proto[ci] == 6
+        doff = np.zeros(ci.size, np.int64)
+        readable = tcp & (l4 + 13 <= p.cap[ci])
+        doff[readable] = (batch.buf[off[readable] + l4[readable] + 12].astype(np.int64) >> 4) * 4
+        start_at = off + l4 + doff
+        cap_end = off + p.cap[ci]
+        for i, r, n, is_tcp, begin, end in zip(
+                ci.tolist(), row[candidates].tolist(),
+                payload[candidates].tolist(), tcp.tolist(), start_at.tolist(),
+                cap_end.tolist(), strict=True):
+            if state[r] >= 0:
+                continue  # decided by an earlier packet of this batch
+            while d < len(dns_list) and dns_list[d] < i:
+                self._learn_dns(batch, p, dns_list[d])
+                d += 1
+            pend = self.pending.get(r)
+            if pend is None:
+                pend = self.pending[r] = self._new_pending(p, i, r)
+            if not is_tcp or n < 0 or self._offer(batch, h, i, n, begin, end, pend):
+                # UDP: the first packet decides; TCP headers cut: nothing to learn
+                state[r] = self._finish_pending(r, released)
+        for i in dns_list[d:]:
+            self._learn_dns(batch, p, i)
+        waiting = np.flatnonzero(label < 0)
+        if waiting.size:
+            label[waiting] = t.state[row[waiting]]
+        hold = sens[label < 0]
+        if hold.size:
+            chunk = p.take(hold)
+            held_rows = row[label < 0]
+            order = np.argsort(held_rows, kind="stable")
+            ks = held_rows[order]
+            cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+            bounds = np.r_[cuts, ks.size]
+            for g in range(cuts.size):
+                r = int(ks[cuts[g]])
+                mine = order[bounds[g] : bounds[g + 1]]
+                pend = self.pending.get(r)
+                if pend is None:
+                    pend = self.pending[r] = self._new_pending(p, int(hold[mine[0]]), r)
+                pend.held.append((chunk, mine))
+                pend.n_held += mine.size
+            self.held += hold.size
+        ok = np.flatnonzero(label >= 0)
+        if ok.size:
+            where_ok = sens[ok]
+            self._apply(p, where_ok, label[ok], classes.take(where_ok))
+        self._expire(now, released)
+        if hold.size:
+            keep = np.ones(len(p), bool)
+            keep[hold] = False
+            p = p.take(keep)
+        return self._released_first(released, p)
+
+    def _released_first(self, released: list[tuple[Packets, int]], p: Packets) -> Packets:
+        """Released packets, classified with their flows' names, then ``p``."""
+        if not released:
+            return p
+        out = Packets.concat([r for r, _ in released])
+        labels = np.concatenate([np.full(len(r), lab, np.int64) for r, lab in released])
+        self._apply(out, np.arange(len(out)), labels,
+                    self.rules.classes(out.h, compiled=self.compiled))
+        return Packets.concat([out, p]) if len(p) else out
+
+    def finish(self) -> Packets | None:
+        """Decide every pending flow with what is known; their held packets."""
+        released: list[tuple[Packets, int]] = []
+        for k in list(self.pending):
+            self._finish_pending(k, released)
+        if not released:
+            return None
+        first = released[0][0]
+        return self._released_first(released, first.take(np.zeros(0, np.int64)))
+
+    # ---- helpers ------------------------------------------------------------------
+    def _payload_lengths(self, batch: Batch, p: Packets, sens: np.ndarray) -> np.ndarray:
+        """Transport payload bytes on the wire of each sensitive packet (TCP: the IP
+        length less the headers; -1 when unknown)."""
+        h = p.h
+        l4 = h.l4[sens].astype(np.int64)
+        cap = p.cap[sens]
+        tcp = h.proto[sens] == 6
+        doff = np.full(sens.size, 8, np.int64)  # UDP
+        has = tcp & (l4 + 13 <= cap)
+        at = batch.offset[sens[has]] + l4[has] + 12
+        doff[has] = (batch.buf[at].astype(np.int64) >> 4) * 4
+        doff[tcp & ~has] = -1
+        end = h.ipend[sens].astype(np.int64)
+        end = np.where(end >= 0, end, p.wire[sens])
+        out: np.ndarray = np.where(doff >= 0, end - l4 - doff, -1)
+        return out
+
+    def _new_pending(self, p: Packets, i: int, row: int) -> _Pending:
+        """A flow first seen (for its name) at packet ``i``."""
+        h = p.h
+        pend = _Pending(int(p.ts[i]), row)
+        client_src = int(p.side[i]) != 0
+        server_at = (h.dst_hi, h.dst_lo) if client_src else (h.src_hi, h.src_lo)
+        pend.server = (int(server_at[0][i]) << 64) | int(server_at[1][i])
+        return pend
+
+    def _offer(self, batch: Batch, h: Headers, i: int, n: int, begin: int, end: int,
+               pend: _Pending) -> bool:
+        """Whether TCP packet ``i`` (``n`` payload bytes on the wire, captured from
+        ``begin`` to ``end`` in the buffer) decides its flow's name; gathers the
+        client's first bytes."""
+        sender = (h.src_hi[i], h.src_lo[i], h.sport[i])
+        if pend.client is None:
+            pend.client = sender
+            pend.server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
+        elif sender != pend.client:
+            return True  # the server answers: the client's message is complete
+        got = min(n, end - begin)
+        room = MAX_HELLO - len(pend.data)
+        if got > 0 and room > 0:
+            pend.data += batch.buf[begin : begin + min(got, room)].tobytes()
+        pend.segments += 1
+        data = bytes(pend.data)
+        name = tls_sni(data) if data[:1] == b"\x16" else http_host(data)
+        if name != NEED_MORE or got < n or pend.segments >= MAX_SEGMENTS:
+            pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
+            pend.segments = -1  # decided: data holds the name, if any
+            return True
+        return False
+
+    def _finish_pending(self, k: int, released: list[tuple[Packets, int]]) -> int:
+        """Decide the flow in row ``k``: its label, and its held packets into
+        ``released``."""
+        pend = self.pending.pop(k)
+        names: tuple[str, ...] = ()
+        if pend.segments == -1 and pend.data:
+            names = (pend.data.decode(),)
+        elif pend.server is not None:
+            names = self.dns.get(pend.server, ())
+        label = self._label(names)
+        self.table.state[k] = label
+        if pend.held:
+            parts = [chunk.take(rows) for chunk, rows in pend.held]
+            released.append((Packets.concat(parts) if len(parts) > 1 else parts[0], label))
+            self.held -= pend.n_held
+        return label
+
+    def _apply(self, p: Packets, at: np.ndarray, labels: np.ndarray, classes: Classes,
+               ) -> None:
+        """Classify the packets at ``at`` (``classes``: theirs) again with their
+        labels' names."""
+        cat, side = self.rules.reclassify(classes, self._label_bits[labels],
+                                          compiled=self.compiled)
+        p.cat[at] = cat
+        p.side[at] = side
+        p.h.name[at] = self._label_name[labels]
+
+    def _learn_dns(self, batch: Batch, p: Packets, i: int) -> None:
+        h = p.h
+        start = int(batch.offset[i]) + int(h.l4[i]) + 8
+        end = int(batch.offset[i]) + int(p.cap[i])
+        if h.ipend[i] >= 0:
+            end = min(end, int(batch.offset[i]) + int(h.ipend[i]))
+        if end <= start:
+            return
+        for address, chain in dns_answers(batch.buf[start:end].tobytes()):
+            if address in self.dns:
+                del self.dns[address]  # the latest answer wins, and is the newest
+            elif len(self.dns) >= MAX_DNS:
+                del self.dns[next(iter(self.dns))]
+            self.dns[address] = chain
+
+    def _make_room(self, now: int, released: list[tuple[Packets, int]]) -> None:
+        """The table is full: decide what is pending, keep the most recently seen half
+        of the flows (a flow forgotten and seen again is named anew)."""
+        for k in list(self.pending):
+            self._finish_pending(k, released)
+        t = self.table
+        keep = np.argsort(t.seen[: t.count], kind="stable")[t.count // 2 :]
+        keep.sort()
+        m = keep.size
+        t.keys[:m] = t.keys[keep]
+        t.state[:m] = t.state[keep]
+        t.seen[:m] = t.seen[keep]
+        t.offered[:m] = t.offered[keep]
+        t.count = m
+        t.slots[:] = 0
+        (place_flows.compiled if self.compiled else place_flows.py)(t.keys, t.count, t.slots)
+
+    def _expire(self, now: int, released: list[tuple[Packets, int]]) -> None:
+        """Decide flows pending too long, and the oldest while too much is held."""
+        while self.pending:
+            k = next(iter(self.pending))
+            if self.pending[k].first_ts >= now - PENDING_TIMEOUT_NS and self.held <= MAX_HELD:
+                break
+            self._finish_pending(k, released)
