@@ -31,6 +31,7 @@ from .measures import (
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
+from .sources.batch import Batch
 from .split import analyze_split, plan_ranges
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Part",
     "analyze",
     "analyze_capture",
+    "count_batch",
     "expand_paths",
     "finish",
     "scan",
@@ -239,6 +241,20 @@ class Part:
         self.end = later.end
 
 
+def count_batch(batch: Batch, compiled_rules: CompiledRules, agg: Aggregator,
+                fragments: FragmentTable, *, compiled: bool = True) -> None:
+    """Decode, classify and count one batch (later fragments wait in ``fragments``
+    for their datagram's first one)."""
+    h = decode_batch(batch, compiled=compiled)
+    cat, side = compiled_rules.classify_with_sides(h, sides=True)
+    assert side is not None
+    packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
+    now, released = fragments.settle(packets)
+    agg.add(now)
+    if released is not None:
+        agg.add(released)
+
+
 def scan(
     path: str,
     compiled_rules: CompiledRules,
@@ -265,14 +281,7 @@ def scan(
         use_compiled = reader.compiled
         agg = Aggregator(compiled_rules, options, compiled=use_compiled)
         for batch in reader:
-            h = decode_batch(batch, compiled=use_compiled)
-            cat, side = compiled_rules.classify_with_sides(h, sides=True)
-            assert side is not None
-            packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
-            now, released = fragments.settle(packets)
-            agg.add(now)
-            if released is not None:
-                agg.add(released)
+            count_batch(batch, compiled_rules, agg, fragments, compiled=use_compiled)
             if progress is not None:
                 progress(reader.position - reported)
                 reported = reader.position
