@@ -117,6 +117,7 @@ def sniff(interface: str, bpf: str | None, rules_path: str | None, duration: str
                 _fail(f"--metrics-port {metrics_port}: cannot serve on {metrics_bind}: "
                       f"{exc.strerror or exc}")
         try:
+            _preload()
             drop_privileges(user)
             writer = (PcapWriter(write_path, source.linktype, rotation)
                       if write_path else None)
@@ -159,6 +160,14 @@ def _render(result: AnalysisResult, fmt: str, capture: dict[str, Any]) -> str:
         return to_csv(result)
     return _table(result) + (f"kernel: received {capture['received']:,}, "
                              f"dropped {capture['dropped']:,}\n")
+
+
+def _preload() -> None:
+    """Import what the rest of the run needs while the files are readable: the user
+    dropped to may not read the installation's (e.g. one under /root)."""
+    import rich.console
+    import rich.live
+    import rich.table  # noqa: F401
 
 
 def _fail(message: str) -> NoReturn:

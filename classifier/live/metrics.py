@@ -1,10 +1,17 @@
 """Prometheus metrics of a live capture: counters by category and direction only
-(bounded cardinality: no per-flow or per-address labels)."""
+(bounded cardinality: no per-flow or per-address labels).
+
+Imported only with metrics (prometheus-client is an optional dependency), and before
+root is dropped: the scrapes run in a thread that may no longer read the library's files.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..measures import DIRECTIONS
 from .session import Snapshot
@@ -23,8 +30,6 @@ class _Collector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         snap = self.latest()
         packets = CounterMetricFamily(
             "o365_traffic_packets", "Packets counted, by category and direction",
@@ -60,8 +65,6 @@ def serve_metrics(latest: Callable[[], Snapshot], interface: str, *, port: int,
                   bind: str = "127.0.0.1") -> Any:
     """Serve the metrics over HTTP on ``bind:port`` from a background thread; returns
     the server (``shutdown()`` stops it)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(latest, interface))
     server, _thread = start_http_server(port, addr=bind, registry=registry)

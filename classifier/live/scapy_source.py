@@ -4,6 +4,7 @@ same batch columns."""
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import struct
@@ -33,7 +34,9 @@ class ScapySource(LiveSource):
             raise CaptureSetupError("-i any needs the af_packet backend")
         interface_index(interface)
         try:
+            import scapy.arch  # noqa: F401  (chooses the platform's sockets)
             from scapy.config import conf
+            from scapy.error import log_runtime
         except ImportError:
             raise CaptureSetupError(
                 "--backend scapy needs scapy: pip install 'o365-traffic[live]'") from None
@@ -41,6 +44,8 @@ class ScapySource(LiveSource):
         self.filter = bpf
         self.linktype = LINKTYPE_ETHERNET
         self.stats = LiveStats()
+        # Only the raw bytes are used: scapy's guesses at packet classes are noise here.
+        log_runtime.setLevel(logging.ERROR)
         try:
             self.sock: Any = conf.L2listen(iface=interface, filter=bpf, promisc=promiscuous)
         except PermissionError as exc:
@@ -69,7 +74,8 @@ class ScapySource(LiveSource):
         caplen = np.fromiter((len(f) for f in frames), np.int64, len(frames))
         offset = np.zeros(len(frames), np.int64)
         np.cumsum(caplen[:-1], out=offset[1:])
-        buf = np.frombuffer(b"".join(frames), np.uint8)
+        # Writable, as the ring's batches are: the kernels were loaded for that type.
+        buf = np.frombuffer(bytearray(b"".join(frames)), np.uint8)
         ts_ns = (np.array(stamps, np.float64) * 1e9).astype(np.int64)
         return Batch(buf, offset, caplen, caplen.copy(), ts_ns,
                      np.full(len(frames), self.linktype, np.int64), 0)

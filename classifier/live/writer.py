@@ -7,6 +7,7 @@ written), with nanosecond timestamps, so re-analysing them gives the live totals
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import struct
 
@@ -155,8 +156,6 @@ class PcapWriter:
 
 
 def _user() -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
