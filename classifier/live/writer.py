@@ -35,12 +35,13 @@ class Rotation:
 
 
 def parse_rotation(text: str) -> Rotation:
-    """``100MB``, ``1GiB`` (size) or ``1h``, ``30m`` (time)."""
+    """``100MB``, ``1GiB`` (size) or ``1h``, ``30m`` (time). A file holds at least one
+    packet, however large."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?[bB]|[bB])\s*", text)
     if m:
         size = int(float(m.group(1)) * _SIZES[m.group(2).lower()])
-        if size < 24 + 16 + MAX_CAPLEN:
-            raise ValueError(f"--rotate {text!r}: files must hold at least 256 KiB")
+        if size < 1000:
+            raise ValueError(f"--rotate {text!r}: files must hold at least 1 kB")
         return Rotation(max_bytes=size)
     try:
         return Rotation(max_ns=parse_duration(text))
