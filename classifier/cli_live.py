@@ -69,6 +69,7 @@ def sniff(interface: str, bpf: str | None, rules_path: str | None, duration: str
         LiveRun,
         PcapWriter,
         drop_privileges,
+        interface_index,
         open_source,
         parse_rotation,
         warm_up,
@@ -91,6 +92,11 @@ def sniff(interface: str, bpf: str | None, rules_path: str | None, duration: str
         _fail(str(exc))
     if rotate and not write_path:
         _fail("--rotate needs --write")
+    try:
+        if interface != "any":
+            interface_index(interface)  # before the kernels load: a typo fails at once
+    except CaptureSetupError as exc:
+        _fail(str(exc))
     from .lookup import compile_rules
 
     compiled_rules = compile_rules(rules)

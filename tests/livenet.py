@@ -57,6 +57,13 @@ class VethPair:
 _SERIAL = itertools.count()
 
 
+def _no_ipv6(interface: str, prefix: list[str]) -> None:
+    """No IPv6 on an interface (when the kernel has IPv6 at all)."""
+    path = f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"
+    subprocess.run([*prefix, "sh", "-c", f"test ! -e {path} || echo 1 > {path}"],
+                   check=True, capture_output=True)
+
+
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
@@ -73,8 +80,8 @@ def veth() -> Iterator[VethPair]:
         _run("ip", "link", "add", pair.outer, "mtu", "9000", "type", "veth", "peer", "name",
              pair.inner, "mtu", "9000")
         _run("ip", "link", "set", pair.inner, "netns", pair.ns)
-        _run("sysctl", "-qw", f"net.ipv6.conf.{pair.outer}.disable_ipv6=1")
-        _run(*pair.exec("sysctl", "-qw", f"net.ipv6.conf.{pair.inner}.disable_ipv6=1"))
+        _no_ipv6(pair.outer, [])
+        _no_ipv6(pair.inner, pair.exec())
         _run("ip", "link", "set", pair.outer, "up")
         _run(*pair.exec("ip", "link", "set", pair.inner, "up"))
         _run(*pair.exec("ip", "link", "set", "lo", "up"))

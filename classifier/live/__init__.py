@@ -17,7 +17,14 @@ from ..fragments import FragmentTable
 from ..lookup import CompiledRules
 from ..pipeline import Aggregator, Options, count_batch
 from ..sources.batch import Batch
-from .base import CaptureSetupError, Interface, LiveSource, LiveStats, list_interfaces
+from .base import (
+    CaptureSetupError,
+    Interface,
+    LiveSource,
+    LiveStats,
+    interface_index,
+    list_interfaces,
+)
 from .privileges import drop_privileges
 from .session import LiveRun, Snapshot
 from .writer import PcapWriter, Rotation, parse_rotation
@@ -33,6 +40,7 @@ __all__ = [
     "Rotation",
     "Snapshot",
     "drop_privileges",
+    "interface_index",
     "list_interfaces",
     "open_source",
     "parse_rotation",
