@@ -107,7 +107,8 @@ def test_writer_rotates_by_time_and_keeps_every_packet(tmp_path: Path) -> None:
         "cap-00000.pcap", "cap-00001.pcap", "cap-00002.pcap"]
     got = [_read(Path(f)) for f in writer.files]
     assert [len(g) for g in got] == [2, 2, 1]
-    assert [p for g in got for p in g] == _packets(batch)  # nanosecond timestamps and wire lengths kept
+    # Nanosecond timestamps and wire lengths kept.
+    assert [p for g in got for p in g] == _packets(batch)
 
 
 def test_writer_rotates_by_size_across_batches(tmp_path: Path) -> None:
