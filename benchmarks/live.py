@@ -11,9 +11,11 @@ is measured) into one end at a fixed rate, and each capturer listens on the othe
 * a scapy ``sniff`` loop counting packets.
 
 For each capturer the rates go up until one loses 0.1 % of the packets sent or more
-(counted by the capturer, against tcpreplay's count); the last rate that kept at least
-99.9 % is the one reported. tcpreplay's achieved rate is printed beside the asked one:
-on a small machine the replayer, not the capturer, may be the limit.
+(counted by the capturer once it is idle again, against tcpreplay's count); the last
+rate that kept at least 99.9 % is the one reported, with the capturer's peak RSS and
+CPU time. tcpreplay's achieved rate is printed beside the asked one: on a small machine
+the replayer, not the capturer, may be the limit; packets per CPU-second of the
+capturer then tell its own ceiling.
 
 Usage (root; iproute2, tcpreplay, tcpdump)::
 
@@ -95,6 +97,24 @@ def start(argv: list[str], ready: str, err: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def cpu(pid: int) -> int:
+    """CPU time a process used (user + system), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wait_idle(pid: int, quiet_s: float = 0.5, limit_s: float = 120.0) -> None:
+    """Wait until a process has used no CPU for ``quiet_s`` seconds."""
+    deadline = time.monotonic() + limit_s
+    last = cpu(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu(pid)
+        if now == last:
+            return
+        last = now
+
+
 def trial(tool: str, capture: Path, pps: int, seconds: float, tmp: Path) -> dict[str, float]:
     err = tmp / "err"
     if tool.startswith("o365"):
@@ -105,8 +125,13 @@ def trial(tool: str, capture: Path, pps: int, seconds: float, tmp: Path) -> dict
         proc = start(["tcpdump", "-n", "-i", INNER, "-w", "/dev/null"], "listening on", err)
     else:
         proc = start([sys.executable, "-c", SCAPY_LOOP, INNER], "ready", err)
+    before = cpu(proc.pid)
     sent, rate = replay(capture, pps)
-    time.sleep(1.0)
+    wait_idle(proc.pid)  # what is queued in the socket still counts
+    cpu_s = (cpu(proc.pid) - before) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+    rss_mb = int(hwm.group(1)) / 1024 if hwm else 0.0
     proc.send_signal(signal.SIGTERM if tool.startswith("o365") else signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     dropped = -1
@@ -121,13 +146,14 @@ def trial(tool: str, capture: Path, pps: int, seconds: float, tmp: Path) -> dict
     else:
         got = int(out.split()[-1])
     return {"asked": pps, "achieved": rate, "sent": sent, "captured": got,
-            "kernel_dropped": dropped, "loss": 1 - got / sent}
+            "kernel_dropped": dropped, "loss": 1 - got / sent, "rss_mb": rss_mb, "cpu_s": cpu_s}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="replay length at each rate")
-    ap.add_argument("--rates", default="5000,10000,20000,50000,100000,200000,400000,800000,0")
+    ap.add_argument("--rates",
+                    default="1000,2000,5000,10000,20000,50000,100000,200000,400000,800000,0")
     ap.add_argument("--tools", default="o365:af_packet,tcpdump,o365:scapy,scapy-loop")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -150,7 +176,9 @@ def main() -> None:
                     r = trial(tool, captures[pps], pps, args.seconds, tmp)
                     print(f"{tool:16} asked {pps or 'top':>8} achieved {r['achieved']:>11,.0f} "
                           f"pps  sent {r['sent']:>9,} captured {r['captured']:>9,} "
-                          f"kernel dropped {r['kernel_dropped']:>8,} loss {100 * r['loss']:.3f} %",
+                          f"kernel dropped {r['kernel_dropped']:>8,} loss {100 * r['loss']:.3f} % "
+                          f"peak RSS {r['rss_mb']:.0f} MB, "
+                          f"{r['captured'] / max(r['cpu_s'], 0.01):,.0f} packets/CPU-s",
                           flush=True)
                     if r["loss"] >= 0.001:
                         break
