@@ -108,12 +108,13 @@ class LiveRun:
             self.seen += len(batch)
         return full
 
-    def _drain(self, wait: float = 0.2) -> None:
+    def _drain(self, wait: float = 0.2, limit: float = 1.0) -> None:
         """Count what the kernel holds already (a ring block is handed over after a
-        short timeout)."""
+        short timeout); on a busy link, for ``limit`` seconds at most."""
+        until = time.monotonic() + limit
         batch = self.source.next_batch(wait)
         while batch is not None:
-            if self._take(batch):
+            if self._take(batch) or time.monotonic() >= until:
                 return
             batch = self.source.next_batch(0)
 
