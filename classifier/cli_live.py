@@ -123,7 +123,7 @@ def sniff(interface: str, bpf: str | None, rules_path: str | None, duration: str
                 _fail(f"--metrics-port {metrics_port}: cannot serve on {metrics_bind}: "
                       f"{exc.strerror or exc}")
         try:
-            _preload()
+            _preload(compiled_rules.categories)
             drop_privileges(user)
             writer = (PcapWriter(write_path, source.linktype, rotation)
                       if write_path else None)
@@ -168,12 +168,30 @@ def _render(result: AnalysisResult, fmt: str, capture: dict[str, Any]) -> str:
                              f"dropped {capture['dropped']:,}\n")
 
 
-def _preload() -> None:
-    """Import what the rest of the run needs while the files are readable: the user
-    dropped to may not read the installation's (e.g. one under /root)."""
-    import rich.console
-    import rich.live
-    import rich.table  # noqa: F401
+def _preload(categories: tuple[str, ...]) -> None:
+    """Render every kind of output once, to nowhere, while the installation's files are
+    readable: the user dropped to may not read them (e.g. under /root), and rich
+    imports some of its modules only when it first needs them."""
+    import io
+    from collections import Counter
+
+    import numpy as np
+    from rich.console import Console
+    from rich.live import Live
+
+    from .live import Snapshot
+
+    k = len(categories)
+    snap = Snapshot(categories, 1.0, np.zeros(k, np.int64), np.zeros(k, np.int64),
+                    np.zeros((k, len(DIRECTIONS), 2), np.int64), 0, 0, 0.0)
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with Live(console=console, transient=True, auto_refresh=False) as live:
+        live.update(_rates_table(snap, snap), refresh=True)
+    result = AnalysisResult.empty("rules", categories)
+    result.anomalies = Counter({"preload": 1})
+    _render(result, "table", {"received": 0, "dropped": 0})
+    _render(result, "csv", {})
+    _render(result, "json", {})
 
 
 def _fail(message: str) -> NoReturn:

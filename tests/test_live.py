@@ -227,3 +227,20 @@ def _nobody() -> int:
     import pwd
 
     return pwd.getpwnam("nobody").pw_uid
+
+
+def test_live_table_refreshes_on_a_terminal(veth: VethPair, tmp_path: Path) -> None:
+    """On a terminal (``script`` gives one) the rates table refreshes, then the final
+    table is printed as analyze prints it, all after root was dropped."""
+    if shutil.which("script") is None:
+        pytest.skip("script (util-linux) not installed")
+    typescript = tmp_path / "typescript"
+    command = " ".join([*_cli("sniff", "-i", veth.inner, "--duration", "2", "--interval",
+                              "300ms")])
+    proc = subprocess.run(veth.exec("script", "-qefc", command, str(typescript)),
+                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=600)
+    text = typescript.read_text(errors="replace")
+    assert proc.returncode == 0, text
+    assert "up Mbit/s" in text and "down Mbit/s" in text  # the live table
+    assert "Office 365 traffic by category" in text  # the final one
+    assert "kernel: received 0, dropped 0" in text
