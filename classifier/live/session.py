@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..fragments import FragmentTable
+from ..fragments import FRAGMENT_TABLE_SIZE, FragmentTable
 from ..lookup import CompiledRules
 from ..pipeline import Aggregator, Options, Part, count_batch, finish
 from ..result import AnalysisResult, CaptureSummary
@@ -57,6 +57,7 @@ class LiveRun:
         self.agg = Aggregator(self.compiled_rules, self.options, compiled=True)
         self.fragments = FragmentTable(self.compiled_rules.other)
         self.seen = 0
+        self.orphans = 0  # fragments without their first, counted before the end
         self.start_time = time.time()
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -106,7 +107,19 @@ class LiveRun:
                 self.sink.write(batch)
             count_batch(batch, self.compiled_rules, self.agg, self.fragments)
             self.seen += len(batch)
+            if len(self.fragments.dropped) >= FRAGMENT_TABLE_SIZE:
+                self._count_orphans()
         return full
+
+    def _count_orphans(self) -> None:
+        """Count now the later fragments pushed out of the table without their first
+        fragment, as a file's end counts them: a capture of months holds none for long."""
+        spare = FragmentTable(self.compiled_rules.other)
+        spare.dropped, self.fragments.dropped = self.fragments.dropped, []
+        orphans = spare.finish()
+        if orphans is not None:
+            self.agg.add(orphans)
+            self.orphans += len(orphans)
 
     def _drain(self, wait: float = 0.2, limit: float = 1.0) -> None:
         """Count what the kernel holds already (a ring block is handed over after a
@@ -138,5 +151,7 @@ class LiveRun:
         summary = CaptureSummary(path=self.source.interface, format="live",
                                  link_types=[self.source.linktype])
         result = finish(Part(self.agg, summary, self.fragments, 0, self.options.flow_sink))
+        if self.orphans:
+            result.anomalies["fragment-without-first"] += self.orphans
         self.snapshot = self._snapshot()
         return result, self.source.stats
