@@ -102,6 +102,29 @@ def test_bpf_filter_runs_in_the_kernel(veth: VethPair, tmp_path: Path) -> None:
     assert live["capture"]["received"] == n  # the others never left the kernel
 
 
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_bpf_filter_on_any_sees_packets_from_the_ip_header(
+        veth: VethPair, tmp_path: Path) -> None:
+    expected = tmp_path / "udp.pcap"
+    subprocess.run(["tcpdump", "-r", str(MIX), "-w", str(expected), "udp"], check=True,
+                   capture_output=True)
+    ref = analyze_json(expected)
+    n = ref["totals"]["packets"]
+    sniffer = Sniffer(veth, tmp_path, "--bpf", "udp", "--count", str(n), interface="any")
+    try:
+        veth.replay(MIX)
+        time.sleep(0.5)
+        code, live = sniffer.result()
+    finally:
+        sniffer.kill()
+    assert code == 0, sniffer.stderr
+    assert live["capture"]["received"] == n
+    for name, totals in ref["categories"].items():
+        got = live["categories"][name]
+        assert got["packets"] == totals["packets"], name
+        assert got["bytes"] == totals["bytes"] + 2 * totals["packets"], name
+
+
 def test_bad_filter_is_one_line(veth: VethPair) -> None:
     proc = subprocess.run(veth.exec(*_cli("sniff", "-i", veth.inner, "--bpf", "udp prt 53")),
                           capture_output=True, text=True, check=False, cwd=ROOT)
