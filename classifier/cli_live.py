@@ -48,7 +48,7 @@ _UP, _DOWN = DIRECTIONS.index("upload"), DIRECTIONS.index("download")
               help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address the metrics are served on.")
-@click.option("--user", default="nobody", show_default=True,
+@click.option("--user", default="nobody", show_default=True, metavar="USER",
               help="When run as root: the user to become once the capture is open.")
 @click.option("--inside", "inside", multiple=True, metavar="CIDR",
               help="The user's network (repeatable) [default: the private ranges].")
