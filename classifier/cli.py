@@ -212,6 +212,12 @@ def _register() -> None:
 
 _register()
 
+# Live capture: the ``sniff`` and ``interfaces`` commands live in their own module.
+from .cli_live import interfaces, sniff  # noqa: E402  (they use the helpers above)
+
+cli.add_command(sniff)
+cli.add_command(interfaces)
+
 
 def main() -> None:
     """Entry point: never lets a traceback reach the user."""

@@ -33,6 +33,7 @@ from .naming import Naming
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
+from .sources.batch import Batch
 from .split import analyze_split, plan_ranges
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Part",
     "analyze",
     "analyze_capture",
+    "count_batch",
     "expand_paths",
     "finish",
     "scan",
@@ -251,6 +253,25 @@ class Part:
         self.end = later.end
 
 
+def count_batch(batch: Batch, compiled_rules: CompiledRules, agg: Aggregator,
+                fragments: FragmentTable, *, compiled: bool = True,
+                naming: Naming | None = None) -> None:
+    """Decode, classify and count one batch (later fragments wait in ``fragments``
+    for their datagram's first one; with ``naming``, a flow's first packets wait for
+    its server name)."""
+    h = decode_batch(batch, compiled=compiled)
+    if naming is not None:  # classifies too, by name where names matter
+        packets = naming.process(batch, h, compiled=compiled)
+    else:
+        cat, side = compiled_rules.classify_with_sides(h, sides=True, compiled=compiled)
+        assert side is not None
+        packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
+    now, released = fragments.settle(packets)
+    agg.add(now)
+    if released is not None:
+        agg.add(released)
+
+
 def scan(
     path: str,
     compiled_rules: CompiledRules,
@@ -280,23 +301,13 @@ def scan(
         if naming is not None and agg.flow_table is not None:
             agg.flow_table.names = naming.names
         for batch in reader:
-            h = decode_batch(batch, compiled=use_compiled)
-            if naming is not None:  # classifies too, by name where names matter
-                packets = naming.process(batch, h, compiled=use_compiled)
-            else:
-                cat, side = compiled_rules.classify_with_sides(h, sides=True,
-                                                               compiled=use_compiled)
-                assert side is not None
-                packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
-            now, released = fragments.settle(packets)
-            agg.add(now)
-            if released is not None:
-                agg.add(released)
+            count_batch(batch, compiled_rules, agg, fragments, compiled=use_compiled,
+                        naming=naming)
             if progress is not None:
                 progress(reader.position - reported)
                 reported = reader.position
         if naming is not None:
-            _count_named(naming, fragments, agg)
+            count_named(naming, fragments, agg)
         skipped: list[tuple[int, int]] = getattr(reader, "skipped", [])
         for at, length in skipped[:10]:
             summary.warnings.append(f"{path}: skipped {length} damaged bytes at byte {at}")
@@ -336,7 +347,7 @@ def scan(
     return Part(agg, summary, fragments, end, options.flow_sink)
 
 
-def _count_named(naming: Naming, fragments: FragmentTable, agg: Aggregator) -> None:
+def count_named(naming: Naming, fragments: FragmentTable, agg: Aggregator) -> None:
     """Count the packets still held for their flows' names, now decided."""
     rest = naming.finish()
     if rest is not None:

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("scapy")
-from scapy.all import IP, TCP, UDP, Ether, IPv6, Padding, Raw, raw, wrpcap  # noqa: E402
-from scapy.layers.dns import DNS, DNSQR, DNSRR  # noqa: E402
-from scapy.layers.tls.all import (  # noqa: E402
+from scapy.all import IP, TCP, UDP, Ether, IPv6, Padding, Raw, raw, wrpcap
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.tls.all import (
     TLS,
     ServerName,
     TLS_Ext_ServerName,
@@ -30,9 +30,9 @@ from scapy.layers.tls.all import (  # noqa: E402
     TLSClientHello,
 )
 
-from classifier import analyze  # noqa: E402
-from classifier.names import MAX_NAME, NEED_MORE, dns_answers, http_host, tls_sni  # noqa: E402
-from classifier.pipeline import Options  # noqa: E402
+from classifier import analyze
+from classifier.names import MAX_NAME, NEED_MORE, dns_answers, http_host, tls_sni
+from classifier.pipeline import Options
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "rules" / "office365-services.toml"

@@ -83,7 +83,7 @@ def test_many_prefixes_few_classes() -> None:
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.1/8", "300.0.0.0/8", "fe80::/129", "", "x", 5,
-                                 "١٠.0.0.0/8"])
+                                 "\u0661\u0660.0.0.0/8"])
 def test_bad_prefix_is_one_line(bad: object) -> None:
     rules = {"rule": [{"name": "r", "protocols": ["tcp"], "client": {"tcp": ["any"]},
                        "server": {"tcp": [443]}, "addresses": [bad]}]}

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 pytest.importorskip("scapy")
-from tests.test_names import Capture, hello  # noqa: E402
-from tests.test_report_browser import CHROMIUM, DRIVER, browser, open_page  # noqa: E402, F401
+from tests.test_names import Capture, hello
+from tests.test_report_browser import CHROMIUM, DRIVER, browser, open_page  # noqa: F401
 
 HOSTILE = b'<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">.example'
 SHOWN = HOSTILE.decode().replace(" ", "\\x20")  # names are kept as printable ASCII
