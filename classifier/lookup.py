@@ -25,7 +25,7 @@ import numpy as np
 
 from ._jit import kernel
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
-from .prefixes import PrefixTable
+from .prefixes import PrefixTable, find_interval
 from .rules import PROTOCOLS, RuleSet, match_name
 
 __all__ = ["Classes", "CompiledRules", "compile_rules"]
@@ -106,6 +106,7 @@ class CompiledRules:
         self.conditional = any(r.conditional for r in rules.rules)
         self.uses_names = any(r.names for r in rules.rules)
         self.prefixes = PrefixTable([r.addresses for r in rules.rules])
+        self._address_rules = _bits([bool(r.addresses) for r in rules.rules], words)
         self._unconditional = _bits([not r.conditional for r in rules.rules], words)
         #: The rules with name patterns: what a name could add.
         self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
@@ -209,12 +210,15 @@ class CompiledRules:
     def classes(self, h: Headers, *, compiled: bool = True) -> Classes:
         """What matching needs of each packet: its ends' port and address classes."""
         a, b = self._port_classes(h)
-        if self.prefixes.n_prefixes:
+        n = a.shape[0]
+        if not self.prefixes.n_prefixes:
+            ca, cb = np.zeros(n, np.intp), np.zeros(n, np.intp)
+        elif compiled and self._pair_masks is not None:
+            ca, cb = np.full(n, -1, np.intp), np.full(n, -1, np.intp)  # searched on demand
+        else:
             ca = self.prefixes.classes(h.src_hi, h.src_lo, compiled=compiled)
             cb = self.prefixes.classes(h.dst_hi, h.dst_lo, compiled=compiled)
-        else:
-            ca = cb = np.zeros(a.shape[0], np.intp)
-        return Classes(a, b, ca, cb, h.ip == 0)
+        return Classes(a, b, ca, cb, h.ip == 0, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo)
 
     def classify_named(self, classes: Classes, *, compiled: bool = True,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,8 +260,11 @@ class CompiledRules:
             rows = np.broadcast_to(names, (n, self.words))
         else:
             rows = names
+        pt = self.prefixes
         first_rules.compiled(
-            k.a, k.b, k.ca, k.cb, self.n_classes, self._pair_masks[0], self._pair_masks[1],
+            k.a, k.b, k.ca, k.cb, k.src_hi, k.src_lo, k.dst_hi, k.dst_lo, pt.starts_hi,
+            pt.starts_lo, pt.interval_class, self._address_rules, self.n_classes,
+            self._pair_masks[0], self._pair_masks[1],
             self.prefixes.class_bits, self._unconditional, rows, self.name_rules,
             self.rule_category, len(self.rules.rules), _DEBRUIJN_INDEX, cat, side, sens)
         cat[k.no_ip] = self.non_ip
@@ -335,16 +342,19 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
 
 
 @kernel
-def first_rules(a, b, ca, cb, n_classes, pair_src, pair_dst, by_address, free, names,  # type: ignore[no-untyped-def]
-                name_rules, rule_category, none, debruijn, out_cat, out_side, out_sens):
+def first_rules(a, b, ca, cb, src_hi, src_lo, dst_hi, dst_lo, starts_hi, starts_lo,  # type: ignore[no-untyped-def]
+                interval_class, addr_rules, n_classes, pair_src, pair_dst, by_address, free,
+                names, name_rules, rule_category, none, debruijn, out_cat, out_side, out_sens):
     """The conditional match of :class:`CompiledRules` per packet, compiled: the first
     rule's category, whether the source is its client end, and (``out_sens`` not
     empty) whether a name could change the category. ``names``: per-packet name bits,
-    or no rows."""
+    or no rows. An end's address class (``ca``, ``cb``; -1 not known yet) is searched
+    only when a rule with addresses matches the packet's ports, and kept."""
     words = free.shape[0]
     per_packet = names.shape[0] > 0
     want = out_sens.shape[0] > 0
     one = np.uint64(1)
+    zero = np.uint64(0)
     for i in range(a.shape[0]):
         pair = a[i] * n_classes + b[i]
         rule = none
@@ -356,8 +366,20 @@ def first_rules(a, b, ca, cb, n_classes, pair_src, pair_dst, by_address, free, n
                 f |= names[i, w]
             ps = pair_src[pair, w]
             pd = pair_dst[pair, w]
-            ms = ps & (by_address[cb[i], w] | f)
-            m = ms | (pd & (by_address[ca[i], w] | f))
+            at_dst = zero
+            if ps & addr_rules[w]:
+                if cb[i] < 0:
+                    cb[i] = interval_class[find_interval(starts_hi, starts_lo, dst_hi[i],
+                                                         dst_lo[i])]
+                at_dst = by_address[cb[i], w]
+            at_src = zero
+            if pd & addr_rules[w]:
+                if ca[i] < 0:
+                    ca[i] = interval_class[find_interval(starts_hi, starts_lo, src_hi[i],
+                                                         src_lo[i])]
+                at_src = by_address[ca[i], w]
+            ms = ps & (at_dst | f)
+            m = ms | (pd & (at_src | f))
             if rule == none and m != 0:
                 bit = debruijn[((m & (~m + one)) * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
                 rule = w * 64 + bit
@@ -376,13 +398,18 @@ def first_rules(a, b, ca, cb, n_classes, pair_src, pair_dst, by_address, free, n
 
 
 class Classes(NamedTuple):
-    """Per packet: source and destination port classes, address classes, no IP."""
+    """Per packet: source and destination port classes, address classes (-1: not
+    searched yet), no IP, and the addresses (for the searches still to come)."""
 
     a: np.ndarray
     b: np.ndarray
     ca: np.ndarray
     cb: np.ndarray
     no_ip: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
 
     def take(self, index: np.ndarray) -> Classes:
         return Classes(*(col[index] for col in self))

@@ -207,6 +207,14 @@ class Naming:
         p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         dns_at = np.flatnonzero(ported & (h.sport == 53) & (h.proto == 17))
+        if dns_at.size:  # answers only: a response (QR) with no error and some answers
+            base = batch.offset[dns_at] + h.l4[dns_at] + 8
+            whole = base + 8 <= batch.offset[dns_at] + batch.caplen[dns_at]
+            dns_at, base = dns_at[whole], base[whole]
+            buf = batch.buf
+            answers = ((buf[base + 2] & 0x80) != 0) & ((buf[base + 3] & 0x0F) == 0) & (
+                (buf[base + 6] != 0) | (buf[base + 7] != 0))
+            dns_at = dns_at[answers]
         sens = np.flatnonzero(sensitive)
         now = int(p.ts.max()) if len(p) else 0
         released: list[tuple[Packets, int]] = []
@@ -345,11 +353,11 @@ class Naming:
     def _new_pending(self, p: Packets, i: int, row: int) -> _Pending:
         """A flow first seen (for its name) at packet ``i``."""
         h = p.h
-        pend = _Pending(int(p.ts[i]), row)
-        client_src = int(p.side[i]) != 0
-        server_at = (h.dst_hi, h.dst_lo) if client_src else (h.src_hi, h.src_lo)
-        pend.server = (int(server_at[0][i]) << 64) | int(server_at[1][i])
-        return pend
+        if p.side[i] != 0:  # the source is the client end: the server is the destination
+            server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
+        else:
+            server = (int(h.src_hi[i]) << 64) | int(h.src_lo[i])
+        return _Pending(int(p.ts[i]), row, server=server)
 
     def _offer(self, batch: Batch, h: Headers, i: int, n: int, begin: int, end: int,
                pend: _Pending) -> bool:

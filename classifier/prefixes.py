@@ -43,24 +43,27 @@ def split_address(value: int) -> tuple[int, int]:
     return value >> 64, value & _HALF
 
 
+@kernel(inline=True)
+def find_interval(starts_hi, starts_lo, h, low):  # type: ignore[no-untyped-def]
+    """The index of the last interval start at or below address (h, low) (``starts``
+    is sorted and begins at 0, so there always is one)."""
+    a = 0
+    b = starts_hi.shape[0]
+    while b - a > 1:
+        m = (a + b) >> 1
+        sh = starts_hi[m]
+        if sh < h or (sh == h and starts_lo[m] <= low):
+            a = m
+        else:
+            b = m
+    return a
+
+
 @kernel
 def find_intervals(starts_hi, starts_lo, hi, lo, out):  # type: ignore[no-untyped-def]
-    """For each address, the index of the last interval start at or below it
-    (``starts`` is sorted and begins at 0, so there always is one)."""
-    n = starts_hi.shape[0]
+    """:func:`find_interval` of each address."""
     for i in range(hi.shape[0]):
-        h = hi[i]
-        low = lo[i]
-        a = 0
-        b = n
-        while b - a > 1:
-            m = (a + b) >> 1
-            sh = starts_hi[m]
-            if sh < h or (sh == h and starts_lo[m] <= low):
-                a = m
-            else:
-                b = m
-        out[i] = a
+        out[i] = find_interval(starts_hi, starts_lo, hi[i], lo[i])
 
 
 class PrefixTable:
