@@ -164,6 +164,7 @@ class Naming:
         # A label is what a decision gives a flow: its name's index and rule bits.
         self._label_bits = np.zeros((16, rules.words), np.uint64)  # label -> rule bits
         self._label_name = np.zeros(16, np.int32)  # label -> name index
+        self._label_moves = np.zeros(16, np.bool_)  # label -> its name meets some rule
         self._n_labels = 1  # label 0: no name
         self._label_of: dict[tuple[str, ...], int] = {(): 0}
         self.compiled = True
@@ -190,8 +191,10 @@ class Naming:
             if label == self._label_bits.shape[0]:
                 self._label_bits = np.concatenate([self._label_bits, self._label_bits])
                 self._label_name = np.concatenate([self._label_name, self._label_name])
+                self._label_moves = np.concatenate([self._label_moves, self._label_moves])
             self._label_bits[label] = bits
             self._label_name[label] = name_id
+            self._label_moves[label] = bool(bits.any())
             self._n_labels += 1
             if len(self._label_of) < 1_000_000:
                 self._label_of[names] = label
@@ -404,11 +407,16 @@ class Naming:
                ) -> None:
         """Classify the packets at ``at`` (``classes``: theirs) again with their
         labels' names."""
+        p.h.name[at] = self._label_name[labels]
+        # A name that meets no rule's name condition leaves the name-free answer.
+        moves = self._label_moves[labels]
+        if not moves.any():
+            return
+        at, labels, classes = at[moves], labels[moves], classes.take(np.flatnonzero(moves))
         cat, side = self.rules.reclassify(classes, self._label_bits[labels],
                                           compiled=self.compiled)
         p.cat[at] = cat
         p.side[at] = side
-        p.h.name[at] = self._label_name[labels]
 
     def _learn_dns(self, batch: Batch, p: Packets, i: int) -> None:
         h = p.h
