@@ -57,13 +57,14 @@ PENDING = -1  # a flow's state while its name is not decided; else its label
 
 @kernel
 def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
-                 offers, ts, slots, keys, state, seen, offered, count, out_label, out_row,
-                 cand):
+                 offers, ts, slots, keys, state, seen, offered, stamp, count, out_label,
+                 out_row, cand):
     """Find or add the flow of each packet ``at[j]`` in the open-addressing table
     (``keys`` as in :mod:`classifier.flows`, ``state`` PENDING or a label, ``seen``
     the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
     positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
-    listed in ``cand``, at most MAX_SEGMENTS + 1 per flow (``offered`` counts them).
+    listed in ``cand``: the first per flow in this batch (``offered`` holds the
+    ``stamp`` of the batch that last listed one).
     A TCP SYN on a named flow starts a new connection: pending
     again. Returns ``(count, candidates, stop)``: stop is -1, or the position at which
     the table filled up."""
@@ -120,8 +121,8 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
         seen[row] = ts[j]
         out_row[j] = row
         out_label[j] = state[row]
-        if state[row] < 0 and offers[j] and offered[row] <= MAX_SEGMENTS:
-            offered[row] += 1
+        if state[row] < 0 and offers[j] and offered[row] != stamp:
+            offered[row] = stamp
             cand[nc] = j
             nc += 1
     return count, nc, -1
@@ -168,6 +169,7 @@ class Naming:
         self._n_labels = 1  # label 0: no name
         self._label_of: dict[tuple[str, ...], int] = {(): 0}
         self.compiled = True
+        self._stamp = 0  # batches seen, to list one candidate per flow and batch
         self.table = _Table(MAX_FLOWS)
         self.pending: dict[int, _Pending] = {}  # by row of the table
         self.dns: dict[int, tuple[str, ...]] = {}
@@ -201,10 +203,11 @@ class Naming:
         return label
 
     # ---- the stage ----------------------------------------------------------------
-    def process(self, batch: Batch, h: Headers, *, compiled: bool = True) -> Packets:
-        """Classify and name a decoded batch: returns the packets to count now (held
-        packets released by this batch first, then this batch's packets not held)."""
+    def process(self, batch: Batch, h: Headers, *, compiled: bool = True) -> list[Packets]:
+        """Classify and name a decoded batch: returns the packets to count now, in order
+        (held packets released by this batch first, then this batch's packets not held)."""
         self.compiled = compiled
+        self._stamp += 1
         classes = self.rules.classes(h, compiled=compiled)
         cat, side, sensitive = self.rules.classify_named(classes, compiled=compiled)
         p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
@@ -225,7 +228,7 @@ class Naming:
             for i in dns_at.tolist():
                 self._learn_dns(batch, p, i)
             self._expire(now, released)
-            return self._released_first(released, p)
+            return self._released_first(released, [p])
 
         n = sens.size
         payload = self._payload_lengths(batch, p, sens)
@@ -243,7 +246,7 @@ class Naming:
                 h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
                 h.dst_hi.view(np.int64), h.dst_lo.view(np.int64), h.sport, h.dport,
                 h.tcp_flags, sens[sl], offers[sl], p.ts[sens[sl]], t.slots, t.keys, t.state,
-                t.seen, t.offered, t.count, label[sl], row[sl], cand[sl]))
+                t.seen, t.offered, self._stamp, t.count, label[sl], row[sl], cand[sl]))
             found.append(cand[sl][:nc] + start)
             if stop < 0:
                 break
@@ -267,19 +270,18 @@ class Naming:
         doff[readable] = (batch.buf[off[readable] + l4[readable] + 12].astype(np.int64) >> 4) * 4
         start_at = off + l4 + doff
         cap_end = off + p.cap[ci]
-        for i, r, n, is_tcp, begin, end in zip(
-                ci.tolist(), row[candidates].tolist(),
+        for j, i, r, n, is_tcp, begin, end in zip(
+                candidates.tolist(), ci.tolist(), row[candidates].tolist(),
                 payload[candidates].tolist(), tcp.tolist(), start_at.tolist(),
                 cap_end.tolist(), strict=True):
-            if state[r] >= 0:
-                continue  # decided by an earlier packet of this batch
             while d < len(dns_list) and dns_list[d] < i:
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
             pend = self.pending.get(r)
             if pend is None:
                 pend = self.pending[r] = self._new_pending(p, i, r)
-            if not is_tcp or n < 0 or self._offer(batch, h, i, n, begin, end, pend):
+            if not is_tcp or n < 0 or self._offer(batch, h, i, n, begin, end, pend) or \
+                    self._offer_more(batch, p, sens, row, offers, payload, j, pend):
                 # UDP: the first packet decides; TCP headers cut: nothing to learn
                 state[r] = self._finish_pending(r, released)
         for i in dns_list[d:]:
@@ -313,17 +315,18 @@ class Naming:
             keep = np.ones(len(p), bool)
             keep[hold] = False
             p = p.take(keep)
-        return self._released_first(released, p)
+        return self._released_first(released, [p])
 
-    def _released_first(self, released: list[tuple[Packets, int]], p: Packets) -> Packets:
-        """Released packets, classified with their flows' names, then ``p``."""
+    def _released_first(self, released: list[tuple[Packets, int]], rest: list[Packets],
+                        ) -> list[Packets]:
+        """Released packets, classified with their flows' names, then ``rest``."""
         if not released:
-            return p
+            return rest
         out = Packets.concat([r for r, _ in released])
         labels = np.concatenate([np.full(len(r), lab, np.int64) for r, lab in released])
         self._apply(out, np.arange(len(out)), labels,
                     self.rules.classes(out.h, compiled=self.compiled))
-        return Packets.concat([out, p]) if len(p) else out
+        return [out, *rest]
 
     def finish(self) -> Packets | None:
         """Decide every pending flow with what is known; their held packets."""
@@ -332,8 +335,7 @@ class Naming:
             self._finish_pending(k, released)
         if not released:
             return None
-        first = released[0][0]
-        return self._released_first(released, first.take(np.zeros(0, np.int64)))
+        return self._released_first(released, [])[0]
 
     # ---- helpers ------------------------------------------------------------------
     def _payload_lengths(self, batch: Batch, p: Packets, sens: np.ndarray) -> np.ndarray:
@@ -384,6 +386,23 @@ class Naming:
             pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
             pend.segments = -1  # decided: data holds the name, if any
             return True
+        return False
+
+    def _offer_more(self, batch: Batch, p: Packets, sens: np.ndarray, row: np.ndarray,
+                    offers: np.ndarray, payload: np.ndarray, j: int, pend: _Pending) -> bool:
+        """A message that continues: offer the flow's later packets in this batch
+        (rare: a ClientHello over several segments)."""
+        h = p.h
+        r = row[j]
+        for k in np.flatnonzero((row == r) & offers).tolist():
+            if k <= j:
+                continue
+            i = int(sens[k])
+            begin = int(batch.offset[i]) + int(h.l4[i]) + (
+                (int(batch.buf[int(batch.offset[i]) + int(h.l4[i]) + 12]) >> 4) * 4)
+            end = int(batch.offset[i]) + int(p.cap[i])
+            if self._offer(batch, h, i, int(payload[k]), begin, end, pend):
+                return True
         return False
 
     def _finish_pending(self, k: int, released: list[tuple[Packets, int]]) -> int:

@@ -261,15 +261,16 @@ def count_batch(batch: Batch, compiled_rules: CompiledRules, agg: Aggregator,
     its server name)."""
     h = decode_batch(batch, compiled=compiled)
     if naming is not None:  # classifies too, by name where names matter
-        packets = naming.process(batch, h, compiled=compiled)
+        parts = naming.process(batch, h, compiled=compiled)
     else:
         cat, side = compiled_rules.classify_with_sides(h, sides=True, compiled=compiled)
         assert side is not None
-        packets = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
-    now, released = fragments.settle(packets)
-    agg.add(now)
-    if released is not None:
-        agg.add(released)
+        parts = [Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)]
+    for packets in parts:
+        now, released = fragments.settle(packets)
+        agg.add(now)
+        if released is not None:
+            agg.add(released)
 
 
 def scan(
