@@ -53,6 +53,8 @@ MAX_DNS = 262_144
 MAX_SEGMENTS = 8
 
 PENDING = -1  # a flow's state while its name is not decided; else its label
+#: First payload bytes worth parsing: a TLS handshake record, an HTTP method's initial.
+_OPENERS = np.frombuffer(b"\x16GPHDOCT", np.uint8)
 
 
 @kernel
@@ -140,6 +142,10 @@ class _Table:
         self.count = 0
 
 
+#: Held packets released with their flow's label: (chunk, its rows, label).
+_Release = tuple[Packets, np.ndarray, int]
+
+
 @dataclass
 class _Pending:
     """A flow whose name is not decided yet."""
@@ -172,7 +178,7 @@ class Naming:
         self._stamp = 0  # batches seen, to list one candidate per flow and batch
         self.table = _Table(MAX_FLOWS)
         self.pending: dict[int, _Pending] = {}  # by row of the table
-        self.dns: dict[int, tuple[str, ...]] = {}
+        self.dns: dict[int, int] = {}  # address -> the label of the names DNS gave it
         self.held = 0
 
     # ---- labels -----------------------------------------------------------------
@@ -223,7 +229,7 @@ class Naming:
             dns_at = dns_at[answers]
         sens = np.flatnonzero(sensitive)
         now = int(p.ts.max()) if len(p) else 0
-        released: list[tuple[Packets, int]] = []
+        released: list[_Release] = []
         if sens.size == 0:
             for i in dns_at.tolist():
                 self._learn_dns(batch, p, i)
@@ -270,19 +276,36 @@ class Naming:
         doff[readable] = (batch.buf[off[readable] + l4[readable] + 12].astype(np.int64) >> 4) * 4
         start_at = off + l4 + doff
         cap_end = off + p.cap[ci]
-        for j, i, r, n, is_tcp, begin, end in zip(
-                candidates.tolist(), ci.tolist(), row[candidates].tolist(),
-                payload[candidates].tolist(), tcp.tolist(), start_at.tolist(),
-                cap_end.tolist(), strict=True):
+        n_wire = payload[candidates]
+        # Only a payload that may begin a ClientHello or a request is parsed; UDP, cut
+        # headers and other payloads take the name DNS gave the server, if any.
+        first = np.zeros(ci.size, np.uint8)
+        seen = tcp & (n_wire > 0) & (start_at < cap_end)
+        first[seen] = batch.buf[start_at[seen]]
+        parse = seen & np.isin(first, _OPENERS)
+        client_src = p.side[ci] != 0
+        server_hi = np.where(client_src, h.dst_hi[ci], h.src_hi[ci]).tolist()
+        server_lo = np.where(client_src, h.dst_lo[ci], h.src_lo[ci]).tolist()
+        pending, dns = self.pending, self.dns
+        for j, i, r, n, look, begin, end, s_hi, s_lo in zip(
+                candidates.tolist(), ci.tolist(), row[candidates].tolist(), n_wire.tolist(),
+                parse.tolist(), start_at.tolist(), cap_end.tolist(), server_hi, server_lo,
+                strict=True):
             while d < len(dns_list) and dns_list[d] < i:
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
-            pend = self.pending.get(r)
+            pend = pending.get(r)
+            if not look and (pend is None or pend.segments <= 0 or n <= 0):
+                # (a message already begun goes on in this packet: parse it)
+                if pend is None:  # nothing held: decided in passing
+                    state[r] = dns.get((s_hi << 64) | s_lo, 0) if dns else 0
+                else:
+                    state[r] = self._finish_pending(r, released)
+                continue
             if pend is None:
-                pend = self.pending[r] = self._new_pending(p, i, r)
-            if not is_tcp or n < 0 or self._offer(batch, h, i, n, begin, end, pend) or \
+                pend = pending[r] = self._new_pending(p, i, r)
+            if self._offer(batch, h, i, n, begin, end, pend) or \
                     self._offer_more(batch, p, sens, row, offers, payload, j, pend):
-                # UDP: the first packet decides; TCP headers cut: nothing to learn
                 state[r] = self._finish_pending(r, released)
         for i in dns_list[d:]:
             self._learn_dns(batch, p, i)
@@ -317,20 +340,30 @@ class Naming:
             p = p.take(keep)
         return self._released_first(released, [p])
 
-    def _released_first(self, released: list[tuple[Packets, int]], rest: list[Packets],
+    def _released_first(self, released: list[_Release], rest: list[Packets],
                         ) -> list[Packets]:
         """Released packets, classified with their flows' names, then ``rest``."""
         if not released:
             return rest
-        out = Packets.concat([r for r, _ in released])
-        labels = np.concatenate([np.full(len(r), lab, np.int64) for r, lab in released])
+        # One copy per held chunk, whatever the number of flows released from it.
+        by_chunk: dict[int, tuple[Packets, list[np.ndarray], list[np.ndarray]]] = {}
+        for chunk, rows, label in released:
+            entry = by_chunk.setdefault(id(chunk), (chunk, [], []))
+            entry[1].append(rows)
+            entry[2].append(np.full(rows.size, label, np.int64))
+        parts, label_parts = [], []
+        for chunk, rows_list, labels_list in by_chunk.values():
+            parts.append(chunk.take(np.concatenate(rows_list)))
+            label_parts.append(np.concatenate(labels_list))
+        out = Packets.concat(parts)
+        labels = np.concatenate(label_parts)
         self._apply(out, np.arange(len(out)), labels,
                     self.rules.classes(out.h, compiled=self.compiled))
         return [out, *rest]
 
     def finish(self) -> Packets | None:
         """Decide every pending flow with what is known; their held packets."""
-        released: list[tuple[Packets, int]] = []
+        released: list[_Release] = []
         for k in list(self.pending):
             self._finish_pending(k, released)
         if not released:
@@ -405,21 +438,18 @@ class Naming:
                 return True
         return False
 
-    def _finish_pending(self, k: int, released: list[tuple[Packets, int]]) -> int:
+    def _finish_pending(self, k: int, released: list[_Release]) -> int:
         """Decide the flow in row ``k``: its label, and its held packets into
         ``released``."""
         pend = self.pending.pop(k)
-        names: tuple[str, ...] = ()
         if pend.segments == -1 and pend.data:
-            names = (pend.data.decode(),)
-        elif pend.server is not None:
-            names = self.dns.get(pend.server, ())
-        label = self._label(names)
+            label = self._label((pend.data.decode(),))
+        else:
+            label = self.dns.get(pend.server, 0) if pend.server is not None else 0
         self.table.state[k] = label
-        if pend.held:
-            parts = [chunk.take(rows) for chunk, rows in pend.held]
-            released.append((Packets.concat(parts) if len(parts) > 1 else parts[0], label))
-            self.held -= pend.n_held
+        for chunk, rows in pend.held:
+            released.append((chunk, rows, label))
+        self.held -= pend.n_held
         return label
 
     def _apply(self, p: Packets, at: np.ndarray, labels: np.ndarray, classes: Classes,
@@ -450,9 +480,9 @@ class Naming:
                 del self.dns[address]  # the latest answer wins, and is the newest
             elif len(self.dns) >= MAX_DNS:
                 del self.dns[next(iter(self.dns))]
-            self.dns[address] = chain
+            self.dns[address] = self._label(chain)
 
-    def _make_room(self, now: int, released: list[tuple[Packets, int]]) -> None:
+    def _make_room(self, now: int, released: list[_Release]) -> None:
         """The table is full: decide what is pending, keep the most recently seen half
         of the flows (a flow forgotten and seen again is named anew)."""
         for k in list(self.pending):
@@ -469,7 +499,7 @@ class Naming:
         t.slots[:] = 0
         (place_flows.compiled if self.compiled else place_flows.py)(t.keys, t.count, t.slots)
 
-    def _expire(self, now: int, released: list[tuple[Packets, int]]) -> None:
+    def _expire(self, now: int, released: list[_Release]) -> None:
         """Decide flows pending too long, and the oldest while too much is held."""
         while self.pending:
             k = next(iter(self.pending))
