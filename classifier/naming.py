@@ -54,7 +54,8 @@ MAX_SEGMENTS = 8
 
 PENDING = -1  # a flow's state while its name is not decided; else its label
 #: First payload bytes worth parsing: a TLS handshake record, an HTTP method's initial.
-_OPENERS = np.frombuffer(b"\x16GPHDOCT", np.uint8)
+_OPENERS = np.zeros(256, np.bool_)
+_OPENERS[np.frombuffer(b"\x16GPHDOCT", np.uint8)] = True
 
 
 @kernel
@@ -282,7 +283,7 @@ class Naming:
         first = np.zeros(ci.size, np.uint8)
         seen = tcp & (n_wire > 0) & (start_at < cap_end)
         first[seen] = batch.buf[start_at[seen]]
-        parse = seen & np.isin(first, _OPENERS)
+        parse = seen & _OPENERS[first]
         client_src = p.side[ci] != 0
         server_hi = np.where(client_src, h.dst_hi[ci], h.src_hi[ci]).tolist()
         server_lo = np.where(client_src, h.dst_lo[ci], h.src_lo[ci]).tolist()
