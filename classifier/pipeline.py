@@ -116,7 +116,9 @@ class Aggregator:
             self.options.flow_sink(flows)
 
     def add(self, p: Packets) -> None:
-        """Count a batch of classified packets."""
+        """Count a batch of classified packets (but those it holds back)."""
+        if p.held is not None and self.options.details:
+            p = p.counted()
         if not len(p):
             return
         cat, side, wire, cap, ts, h = p.cat, p.side, p.wire, p.cap, p.ts, p.h
@@ -126,6 +128,18 @@ class Aggregator:
         self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
         self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
         self.caplen_over_wire += int(np.count_nonzero(cap > wire))
+        if p.held is not None:
+            # Counters only: take the few held-back packets out again rather than
+            # copying the batch without them.
+            held = p.held
+            self.packets -= np.bincount(cat[held], minlength=k)
+            self.bytes -= np.bincount(cat[held], weights=wire[held], minlength=k).astype(
+                np.int64)
+            self.anomaly_codes -= np.bincount(h.anomaly[held],
+                                              minlength=self.anomaly_codes.size)
+            self.caplen_over_wire -= int(np.count_nonzero(cap[held] > wire[held]))
+        # The held-back packets' times count now or later alike: they are all counted
+        # in the end, and first and last times are a minimum and a maximum.
         lo, hi = int(ts.min()), int(ts.max())
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
