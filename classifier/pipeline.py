@@ -31,7 +31,6 @@ from .measures import (
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
-from .split import analyze_split, plan_ranges
 
 __all__ = [
     "Aggregator",
@@ -416,19 +415,21 @@ def analyze(
     opts = options or Options()
     if opts.flow_sink is not None:
         jobs = 1  # flow records go to one sink, in this process
-    ranges = plan_ranges(files[0], jobs) if jobs > 1 and len(files) == 1 else None
+    tasks = None
+    if jobs > 1 and scheduler is None:
+        from .parallel import plan_tasks  # only for several jobs
+
+        tasks = plan_tasks(files, jobs)  # whole captures and byte ranges of large ones
     if scheduler is not None:
         from .cluster import analyze_cluster  # only with a cluster
 
         parts = analyze_cluster(files, ruleset, scheduler, options=opts, parts=max(jobs, 2),
                                 progress=progress)
-    elif ranges is not None:
-        parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress,
-                               options=opts)]
-    elif jobs > 1 and len(files) > 1:
-        from .parallel import analyze_parallel  # only for several jobs
+    elif tasks is not None and len(tasks) > 1:
+        from .parallel import analyze_parallel
 
-        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress, options=opts)
+        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress, options=opts,
+                                 tasks=tasks)
     else:
         parts = [analyze_capture(f, compiled_rules, progress=progress, options=opts)
                  for f in files]

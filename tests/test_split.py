@@ -219,3 +219,38 @@ def test_sequential_jobs_and_split_agree_on_pcapng(long_pcapng: Path,
     assert plan_ranges(str(long_pcapng), 2) is not None  # --jobs 2 splits it
     assert classifier.analyze(str(long_pcapng), jobs=2).to_dict() == one
     assert classifier.analyze(str(long_pcapng), jobs=3).to_dict() == one
+
+
+def test_a_large_capture_among_small_ones_is_split_and_started_first(
+        long_capture: Path, long_pcapng: Path, pcaps_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifier.parallel import plan_tasks
+
+    monkeypatch.setattr(classifier.split, "SPLIT_MIN_BYTES", 100_000)
+    small = [str(pcaps_dir / "ipv4.pcap"), str(pcaps_dir / "office365-mix.pcapng.gz")]
+    files = [small[0], str(long_capture), small[1], str(long_pcapng)]
+    tasks = plan_tasks(files, 2)
+    sizes = [Path(files[i]).stat().st_size if r is None else r.stop - r.start
+             for i, r in tasks]
+    assert sizes == sorted(sizes, reverse=True)  # the largest first
+    split = {i for i, r in tasks if r is not None}
+    assert split == {1, 3}  # the two large captures, not the small ones
+    for i in split:
+        ranges = sorted(r for j, r in tasks if j == i and r is not None)
+        assert len(ranges) == 2 and ranges[0].stop == ranges[1].start
+        assert ranges[-1].stop == Path(files[i]).stat().st_size
+    one = classifier.analyze(files, jobs=1).to_dict()
+    assert classifier.analyze(files, jobs=2).to_dict() == one
+
+
+def test_equal_captures_are_not_split(long_capture: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifier.parallel import plan_tasks
+
+    monkeypatch.setattr(classifier.split, "SPLIT_MIN_BYTES", 0)
+    files = []
+    for k in range(4):
+        files.append(str(tmp_path / f"{k}.pcap"))
+        Path(files[-1]).write_bytes(long_capture.read_bytes())
+    assert [r for _, r in plan_tasks(files, 2)] == [None] * 4  # four tasks already
+    assert len(plan_tasks(files[:3], 2)) == 6  # three on two jobs: halves even out
