@@ -212,6 +212,9 @@ class Aggregator:
                 self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.flow_table is not None and later.flow_table is not None:
             assert r.series is not None
+            from .split import end_idle_flows  # import cycle
+
+            end_idle_flows(self.flow_table, later.flow_table)
             merge_tables(self.flow_table, later.flow_table, r.series)
             if self.flow_table.count > self.flow_table.max_flows and self.last_ts is not None:
                 self.flow_table.make_room(self.last_ts)

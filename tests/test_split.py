@@ -254,3 +254,48 @@ def test_equal_captures_are_not_split(long_capture: Path, tmp_path: Path,
         Path(files[-1]).write_bytes(long_capture.read_bytes())
     assert [r for _, r in plan_tasks(files, 2)] == [None] * 4  # four tasks already
     assert len(plan_tasks(files[:3], 2)) == 6  # three on two jobs: halves even out
+
+
+# -- flows with an idle gap near a split ------------------------------------------------
+
+
+def _udp_frame(sport: int) -> bytes:
+    udp = struct.pack(">HHHH", sport, 3478, 28, 0) + b"\0" * 20
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([52, 112, 0, 1]))
+    return b"\0" * 12 + b"\x08\x00" + ip + udp
+
+
+@pytest.fixture
+def gap_capture(tmp_path: Path) -> tuple[Path, int]:
+    """One UDP flow, 10 packets, silent 400 s (over the 300 s idle timeout), 10 more;
+    then 3 packets of another flow. Read in one piece: three flow records."""
+    t0 = 1_700_000_000 * 10**9
+    frame = _udp_frame(50000)
+    recs = [(t0 + i * 10**7, frame, len(frame)) for i in range(10)]
+    recs += [(t0 + 400 * 10**9 + i * 10**7, frame, len(frame)) for i in range(10)]
+    recs += [(t0 + 410 * 10**9 + i * 10**7, _udp_frame(50001), 62) for i in range(3)]
+    path = tmp_path / "gap.pcap"
+    path.write_bytes(w.pcap(recs))
+    return path, 16 + len(frame)
+
+
+def test_a_flow_idle_across_the_split_ends_there(gap_capture: tuple[Path, int]) -> None:
+    path, record = gap_capture
+    whole = classifier.analyze(str(path)).to_dict()
+    assert whole["flows_summary"]["flows"] == 3
+    cut = 24 + 10 * record  # the split falls in the silence
+    ranges = [(24, cut), (cut, path.stat().st_size)]
+    assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
+
+
+@pytest.mark.xfail(strict=True, reason="a range's flow table ends a flow's first record in "
+                   "that range at an idle gap, before the merge can join it to the record "
+                   "of the range before")
+def test_a_flow_idle_inside_the_later_range_joins_across_the_split(
+        gap_capture: tuple[Path, int]) -> None:
+    path, record = gap_capture
+    whole = classifier.analyze(str(path)).to_dict()
+    cut = 24 + 5 * record  # the flow's first five packets, then the rest and the silence
+    ranges = [(24, cut), (cut, path.stat().st_size)]
+    assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
