@@ -27,6 +27,7 @@ from .measures import (
     Inside,
     Series,
     directions_of,
+    tally,
 )
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
@@ -80,6 +81,7 @@ class Aggregator:
                  compiled: bool = True) -> None:
         self.k = len(compiled_rules.categories)
         self.options = options
+        self.compiled = compiled
         self.inside = Inside(options.inside)
         self.result = AnalysisResult.empty(
             compiled_rules.rules.name, compiled_rules.categories,
@@ -122,11 +124,27 @@ class Aggregator:
             return
         cat, side, wire, cap, ts, h = p.cat, p.side, p.wire, p.cap, p.ts, p.h
         k, nd = self.k, len(DIRECTIONS)
-        self.packets += np.bincount(cat, minlength=k)
-        # float64 weights are exact: a batch holds far less than 2**53 bytes.
-        self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
-        self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
-        self.caplen_over_wire += int(np.count_nonzero(cap > wire))
+        if self.compiled:
+            # One pass for the counters and the time span (it starts inverted).
+            first = self.first_ts if self.first_ts is not None else np.iinfo(np.int64).max
+            last = self.last_ts if self.last_ts is not None else np.iinfo(np.int64).min
+            span = np.array([first, last], np.int64)
+            self.caplen_over_wire += int(tally.compiled(
+                cat, wire, cap, h.anomaly, ts, self.packets, self.bytes, self.anomaly_codes,
+                span))
+            hi = int(ts.max()) if self.options.details else 0
+        else:
+            self.packets += np.bincount(cat, minlength=k)
+            # float64 weights are exact: a batch holds far less than 2**53 bytes.
+            self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
+            self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
+            self.caplen_over_wire += int(np.count_nonzero(cap > wire))
+            lo, hi = int(ts.min()), int(ts.max())
+            span = np.array([lo if self.first_ts is None else min(self.first_ts, lo),
+                             hi if self.last_ts is None else max(self.last_ts, hi)])
+        # The held-back packets' times count now or later alike: they are all counted
+        # in the end, and first and last times are a minimum and a maximum.
+        self.first_ts, self.last_ts = int(span[0]), int(span[1])
         if p.held is not None:
             # Counters only: take the few held-back packets out again rather than
             # copying the batch without them.
@@ -137,11 +155,6 @@ class Aggregator:
             self.anomaly_codes -= np.bincount(h.anomaly[held],
                                               minlength=self.anomaly_codes.size)
             self.caplen_over_wire -= int(np.count_nonzero(cap[held] > wire[held]))
-        # The held-back packets' times count now or later alike: they are all counted
-        # in the end, and first and last times are a minimum and a maximum.
-        lo, hi = int(ts.min()), int(ts.max())
-        self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
-        self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
         if not self.options.details:
             return
         direction = directions_of(h, self.inside)
