@@ -299,3 +299,28 @@ def test_a_flow_idle_inside_the_later_range_joins_across_the_split(
     cut = 24 + 5 * record  # the flow's first five packets, then the rest and the silence
     ranges = [(24, cut), (cut, path.stat().st_size)]
     assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("max_packets", [1, 7, 65_536])
+def test_categories_only_counts_held_back_fragments_once(
+        pcaps_dir: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool,
+        max_packets: int) -> None:
+    # ipv4.pcap sends a datagram's fragments last-first: they are held back, then
+    # counted with their datagram (categories only: taken out of the batch's counters
+    # instead of copied out of the batch).
+    import functools
+    import json
+
+    import classifier.pipeline as pipeline
+    from classifier.pipeline import Options
+    from classifier.sources import open_capture
+
+    want = json.loads((pcaps_dir / "expected.json").read_text())["ipv4.pcap"]
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=max_packets))
+    got = pipeline.analyze_capture(str(pcaps_dir / "ipv4.pcap"), COMPILED, compiled=compiled,
+                                   options=Options(details=False)).to_dict()
+    assert got["categories"] == want["categories"]
+    assert got["totals"] == {"packets": want["packets"], "bytes": want["bytes"]}
+    assert got["anomalies"] == want["anomalies"]
