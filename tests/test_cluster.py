@@ -106,13 +106,21 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster: dict[str, object],
     files = _captures(pcaps_dir, tmp_path, 24)
     local = classifier.analyze(files).to_dict()
     got: dict[str, object] = {}
+    completed: list[int] = []
+    started = threading.Event()
+
+    def progress(nbytes: int) -> None:
+        completed.append(nbytes)
+        if len(completed) == 5:  # the run is under way: 115 tasks to go
+            started.set()
 
     def run() -> None:
-        got["doc"] = classifier.analyze(files, scheduler=str(cluster["address"])).to_dict()
+        got["doc"] = classifier.analyze(files, scheduler=str(cluster["address"]),
+                                        progress=progress).to_dict()
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(1.0)  # tasks are running on both workers
+    assert started.wait(timeout=120)
     workers = cluster["workers"]
     assert isinstance(workers, list)
     still_running = thread.is_alive()
