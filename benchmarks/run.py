@@ -579,7 +579,8 @@ def bench(opts: argparse.Namespace) -> int:
 
 
 def jobs_check(opts: argparse.Namespace) -> int:
-    """Time ``analyze --jobs 1`` against ``--jobs 2`` on a set of captures."""
+    """Time ``analyze --jobs 1`` against ``--jobs 2`` on a set of captures, or on one
+    large capture (split into byte ranges): the whole command, and in-process."""
     files: list[str] = []
     for p in opts.jobs_check:
         if os.path.isdir(p):
@@ -587,17 +588,19 @@ def jobs_check(opts: argparse.Namespace) -> int:
                             if f.is_file() and f.suffix in (".pcap", ".pcapng", ".gz", ".cap"))
         else:
             files.append(p)
-    if len(files) < 2:
-        raise SystemExit("run.py: --jobs-check needs at least two captures")
+    if not files:
+        raise SystemExit("run.py: --jobs-check found no captures")
     caps = [capture_stats(f) for f in files]
     packets = sum(c.packets for c in caps)
     size = sum(c.file_bytes for c in caps)
     for f in files:
         measure(["cat", f], stdout_to_null=True)
     times: dict[int, list[float]] = {1: [], 2: []}
+    steady: dict[int, list[float]] = {1: [], 2: []}
     rss: dict[int, int] = {1: 0, 2: 0}
     outputs: dict[int, Any] = {}
     rules = ["--rules", opts.rules] if opts.rules else []
+    py = sys.executable
     for rnd in range(1, opts.rounds + 1):
         for jobs in (1, 2):
             cmd = [*ours_command(), "analyze", "--jobs", str(jobs), "--format", "json",
@@ -609,16 +612,28 @@ def jobs_check(opts: argparse.Namespace) -> int:
             times[jobs].append(wall)
             rss[jobs] = max(rss[jobs], kb)
             outputs[jobs] = json.loads(out)
+            cmd = [py, str(HERE / "steady_state.py"), "--jobs", str(jobs), *files]
+            _, _, _, rc, out, err = measure(cmd, child_env())
+            if rc != 0:
+                print(f"steady state --jobs {jobs} failed: {err.strip()[-300:]}",
+                      file=sys.stderr)
+                return 1
+            steady[jobs].append(float(json.loads(out)["seconds"]))
             if not opts.quiet:
-                print(f"round {rnd}: --jobs {jobs}: {wall:.2f} s", file=sys.stderr, flush=True)
-    same = outputs[1].get("categories") == outputs[2].get("categories")
+                print(f"round {rnd}: --jobs {jobs}: {wall:.2f} s command, "
+                      f"{steady[jobs][-1]:.2f} s in-process", file=sys.stderr, flush=True)
+    same = outputs[1] == outputs[2]
     print(f"Machine: {machine()}. Rounds: {opts.rounds} (median time).")
-    print(f"{len(files)} captures, {packets:,} packets, {size / 1e6:,.0f} MB")
+    what = "1 capture (split into byte ranges)" if len(files) == 1 else f"{len(files)} captures"
+    print(f"{what}, {packets:,} packets, {size / 1e6:,.0f} MB")
     print()
-    head = ["jobs", "seconds", "packets/s", "MB/s", "peak RSS MB", "speed-up"]
+    head = ["jobs", "command s", "packets/s", "MB/s", "peak RSS MB", "speed-up",
+            "in-process s", "in-process speed-up"]
     med = {j: statistics.median(t) for j, t in times.items()}
+    warm = {j: statistics.median(t) for j, t in steady.items()}
     body = [[str(j), f"{med[j]:.2f}", f"{packets / med[j]:,.0f}", f"{size / med[j] / 1e6:,.1f}",
-             f"{rss[j] / 1024:,.0f}", f"{med[1] / med[j]:.2f}"] for j in (1, 2)]
+             f"{rss[j] / 1024:,.0f}", f"{med[1] / med[j]:.2f}", f"{warm[j]:.2f}",
+             f"{warm[1] / warm[j]:.2f}"] for j in (1, 2)]
     if opts.markdown:
         print("| " + " | ".join(head) + " |")
         print("|---:" * len(head) + "|")
@@ -630,7 +645,8 @@ def jobs_check(opts: argparse.Namespace) -> int:
         for cells in body:
             print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     print()
-    print("Results of --jobs 1 and --jobs 2 are " + ("identical." if same else "DIFFERENT."))
+    print("Results of --jobs 1 and --jobs 2 (the whole JSON) are "
+          + ("identical." if same else "DIFFERENT."))
     print("(Peak RSS is the largest single process: with --jobs 2 the workers' RSS add up.)")
     return 0 if same else 1
 
@@ -647,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="packets the scapy loop reads (default %(default)s)")
     parser.add_argument("--rules", help="rule set file for every tool (default: shipped)")
     parser.add_argument("--jobs-check", nargs="+", metavar="DIR",
-                        help="time 'analyze --jobs 1' vs '--jobs 2' on these captures/dirs")
+                        help="time 'analyze --jobs 1' vs '--jobs 2' on these captures/dirs "
+                             "(one capture: split into byte ranges)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     opts = parser.parse_args(argv)
     if opts.rounds < 1:

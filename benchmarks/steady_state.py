@@ -14,10 +14,11 @@ capture is analysed N times and the best run is reported (every run is in ``runs
 
 Usage::
 
-    python benchmarks/steady_state.py CAPTURE [--repeat 1] [--jobs N]
+    python benchmarks/steady_state.py CAPTURE... [--repeat 1] [--jobs N]
 
 ``--jobs`` (default: the number of cores, as the command) lets one large capture be
-split into byte ranges analysed in parallel.
+split into byte ranges analysed in parallel, or several captures be spread over
+processes (then the rate is over all of them).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def warm_up(jobs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("capture")
+    parser.add_argument("captures", nargs="+", metavar="capture")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs (best reported)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="processes for one capture (default: number of cores)")
@@ -86,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     result = None
     for _ in range(max(1, args.repeat)):
         start = time.perf_counter()
-        result = classifier.analyze([args.capture], jobs=args.jobs, options=options)
+        result = classifier.analyze(args.captures, jobs=args.jobs, options=options)
         runs.append(time.perf_counter() - start)
     assert result is not None
     totals = result.totals
     best = min(runs)
-    size = os.path.getsize(args.capture)
+    size = sum(os.path.getsize(c) for c in args.captures)
     statuses = sorted({c.status for c in result.captures})
     out = {
         "packets": totals.packets,

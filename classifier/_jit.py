@@ -10,6 +10,7 @@ numba and keeps a small capture's whole run short.
 from __future__ import annotations
 
 import os
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,36 @@ __all__ = ["COMPILE_THRESHOLD", "Kernel", "kernel"]
 
 #: Inputs below this many bytes run interpreted; importing numba costs more than it saves.
 COMPILE_THRESHOLD = int(os.environ.get("O365_TRAFFIC_COMPILE_THRESHOLD", 1 << 20))
+
+
+_context_ready = False
+
+
+def _numba() -> types.ModuleType:
+    """numba (deferred: importing it costs about 0.3 s), its compiler set up once.
+
+    Setting up numba's compiler imports ``numba.np.arraymath``, which imports
+    scipy.linalg (about 0.2 s of every run) only to learn whether NumPy linear
+    algebra can be compiled. No kernel here uses it, so unless scipy.linalg is already
+    imported, it is hidden for that moment: numba then compiles without linear
+    algebra in this process.
+    """
+    global _context_ready
+    import numba
+
+    if not _context_ready:
+        _context_ready = True
+        hide = "scipy.linalg" not in sys.modules and "numba.np.arraymath" not in sys.modules
+        if hide:
+            sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import fails
+        try:
+            from numba.core.registry import cpu_target
+
+            cpu_target.target_context.refresh()
+        finally:
+            if hide and "scipy.linalg" in sys.modules and sys.modules["scipy.linalg"] is None:
+                del sys.modules["scipy.linalg"]
+    return numba
 
 
 class Kernel:
@@ -35,7 +66,7 @@ class Kernel:
     @property
     def compiled(self) -> Callable[..., Any]:
         if self._compiled is None:
-            import numba  # deferred: importing numba costs about 0.3 s
+            numba = _numba()
 
             # Kernels calling kernels: the compiled caller must see compiled callees.
             glb = dict(self.py.__globals__)

@@ -41,9 +41,20 @@ class Packets:
     wire: np.ndarray
     cap: np.ndarray
     ts: np.ndarray
+    #: Positions of packets held back (fragments waiting for their first): they are
+    #: not to be counted with this batch.
+    held: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.cat.shape[0])
+
+    def counted(self) -> Packets:
+        """The packets to count: all but the held-back ones (copied only if any)."""
+        if self.held is None:
+            return self
+        keep = np.ones(len(self), bool)
+        keep[self.held] = False
+        return self.take(keep)
 
     def take(self, index: np.ndarray) -> Packets:
         """The packets at ``index`` (a mask or positions), copied."""
@@ -87,38 +98,60 @@ class FragmentTable:
 
     def settle(self, p: Packets) -> tuple[Packets, Packets | None]:
         """Settle the fragments of a batch: returns the packets to count now (later
-        fragments held back are left out) and the held-back packets released by
-        first fragments of this batch, in their datagram's category."""
+        fragments held back are left out: listed in ``held``) and the held-back
+        packets released by first fragments of this batch, in their datagram's
+        category."""
         h = p.h
         sel = np.flatnonzero(h.flags & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT))
         if sel.size == 0:
             return p, None
-        flags = h.flags[sel].tolist()
+        is_first = (h.flags[sel] & FLAG_FIRST_FRAGMENT) != 0
+        keys = _key_matrix(h, sel)
+        # A later fragment after its first fragment in this batch takes its info
+        # (columnar); only first fragments and the rest need the tables, in order.
+        source = _first_before(keys, is_first)
+        done = source >= 0
+        if done.any():
+            dst, src = sel[done], sel[source[done]]
+            p.cat[dst] = p.cat[src]
+            h.sport[dst] = h.sport[src]
+            h.dport[dst] = h.dport[src]
+            p.side[dst] = p.side[src]
+        todo = sel[~done]
         holder = _Held()
         held: list[int] = []
         released: list[tuple[Ref, Info]] = []
-        # Python per fragment only: fragments are rare and must be taken in order.
-        for i, flag, key in zip(sel.tolist(), flags, _keys(h, sel), strict=True):
-            if flag & FLAG_FIRST_FRAGMENT:
-                info = (int(p.cat[i]), int(h.sport[i]), int(h.dport[i]), int(p.side[i]))
-                self._remember(key, info)
-                for ref in self.pending.pop(key, ()):
-                    released.append((ref, info))
+        cat, sport, dport, side = p.cat, h.sport, h.dport, p.side
+        first_seen, pending, size = self.first, self.pending, self.size
+        # Python per fragment only where order matters: fragments are rare.
+        for i, first, key, info in zip(
+                todo.tolist(), is_first[~done].tolist(), map(tuple, keys[~done].tolist()),
+                zip(cat[todo].tolist(), sport[todo].tolist(), dport[todo].tolist(),
+                    side[todo].tolist(), strict=True), strict=True):
+            if first:
+                # Remembered as the latest first fragment of its datagram.
+                first_seen.pop(key, None)
+                first_seen[key] = info
+                if len(first_seen) > size:
+                    del first_seen[next(iter(first_seen))]
+                if key not in self.earliest and len(self.earliest) < size:
+                    self.earliest[key] = info
+                if pending and key in pending:
+                    released += [(ref, info) for ref in pending.pop(key)]
             else:
-                known = self.first.get(key)
+                known = first_seen.get(key)
                 if known is not None:
-                    p.cat[i], h.sport[i], h.dport[i], p.side[i] = known
+                    cat[i], sport[i], dport[i], side[i] = known
                 else:
                     held.append(i)
                     self._hold(key, (holder, i))
-        if held:
-            holder.packets = p.take(np.array(held, np.int64))
-            holder.row = {i: j for j, i in enumerate(held)}
-        now = p
-        if held:
-            keep = np.ones(len(p), bool)
-            keep[held] = False
-            now = p.take(keep)
+        if not held:
+            return p, _release(released)
+        index = np.array(held, np.int64)
+        holder.packets = p.take(index)
+        holder.row = {i: j for j, i in enumerate(held)}
+        out = index if p.held is None else np.union1d(p.held, index)  # others' too
+        now = Packets(p.h, p.cat, p.side, p.wire, p.cap, p.ts, held=out)
         return now, _release(released)
 
     def _hold(self, key: Key, ref: Ref) -> None:
@@ -165,12 +198,48 @@ class FragmentTable:
         return _gather(rest) if rest else None
 
 
-def _keys(h: Headers, sel: np.ndarray) -> zip[tuple[int, ...]]:
+def _key_matrix(h: Headers, sel: np.ndarray) -> np.ndarray:
+    """The datagram key of each packet of ``sel``, one row each (see Key)."""
     version = h.ip[sel]
-    proto = np.where(version == 4, h.proto[sel], 0)
-    return zip(version.tolist(), h.src_hi[sel].tolist(), h.src_lo[sel].tolist(),
-               h.dst_hi[sel].tolist(), h.dst_lo[sel].tolist(), proto.tolist(),
-               h.frag_id[sel].tolist(), strict=True)
+    keys = np.empty((sel.size, 7), np.uint64)
+    keys[:, 0] = version
+    keys[:, 1] = h.src_hi[sel]
+    keys[:, 2] = h.src_lo[sel]
+    keys[:, 3] = h.dst_hi[sel]
+    keys[:, 4] = h.dst_lo[sel]
+    keys[:, 5] = np.where(version == 4, h.proto[sel], 0)
+    keys[:, 6] = h.frag_id[sel]
+    return keys
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                 0x94D049BB133111EB], np.uint64)
+
+
+def _first_before(keys: np.ndarray, is_first: np.ndarray) -> np.ndarray:
+    """For each later fragment, the row of the last first fragment before it with the
+    same key (-1 if none, and for first fragments)."""
+    m = keys.shape[0]
+    out = np.full(m, -1, np.int64)
+    if not is_first.any() or is_first.all():
+        return out
+    # Rows grouped by a hash of their key, in position order within a group.
+    digest = np.bitwise_xor.reduce(keys * _MIX, axis=1)
+    order = np.argsort(digest, kind="stable")
+    d = digest[order]
+    group = np.concatenate(([0], np.cumsum(d[1:] != d[:-1])))
+    # Running maximum of (group, position of a first fragment): the group's part
+    # dominates, so a maximum never carries over into the next group.
+    pos = np.where(is_first[order], order, -1)
+    run = np.maximum.accumulate(group * (m + 1) + pos + 1) - group * (m + 1) - 1
+    later = ~is_first[order]
+    out[order[later]] = run[later]
+    found = np.flatnonzero(out >= 0)
+    # Equal hashes of different keys: left to the tables, which tell them apart.
+    differ = (keys[found] != keys[out[found]]).any(axis=1)
+    out[found[differ]] = -1
+    return out
 
 
 def _gather(refs: list[Ref]) -> Packets:

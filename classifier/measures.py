@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._jit import kernel
 from .decode import Headers
 
 __all__ = [
@@ -27,7 +28,34 @@ __all__ = [
     "Series",
     "directions_of",
     "parse_duration",
+    "tally",
 ]
+
+@kernel
+def tally(cat, wire, cap, anomaly, ts, packets, nbytes, anomalies, span):  # type: ignore[no-untyped-def]
+    """Add each packet to its category's ``packets`` and ``nbytes`` and to its
+    anomaly's count, widen ``span`` (first, last timestamp) to the batch's, in one
+    pass; returns how many packets have more bytes captured than on the wire."""
+    over = 0
+    lo = span[0]
+    hi = span[1]
+    for i in range(cat.shape[0]):
+        c = cat[i]
+        w = wire[i]
+        packets[c] += 1
+        nbytes[c] += w
+        anomalies[anomaly[i]] += 1
+        if cap[i] > w:
+            over += 1
+        t = ts[i]
+        if t < lo:
+            lo = t
+        if t > hi:
+            hi = t
+    span[0] = lo
+    span[1] = hi
+    return over
+
 
 DIRECTIONS = ("upload", "download", "local", "external")
 UPLOAD, DOWNLOAD, LOCAL, EXTERNAL = range(4)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._jit import kernel
-from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
+from .decode import FLAG_FIRST_FRAGMENT, FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
 from .flows import _SIGN, flow_hash, place_flows
 from .fragments import Packets
 from .lookup import Classes, CompiledRules
@@ -336,9 +336,13 @@ class Naming:
             self._apply(p, where_ok, label[ok], classes.take(where_ok))
         self._expire(now, released)
         if hold.size:
-            keep = np.ones(len(p), bool)
-            keep[hold] = False
-            p = p.take(keep)
+            if (h.flags[hold] & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT)).any():
+                # A held first fragment must not settle its datagram yet: copy without.
+                keep = np.ones(len(p), bool)
+                keep[hold] = False
+                p = p.take(keep)
+            else:  # left in the batch, marked: not counted with it
+                p = Packets(p.h, p.cat, p.side, p.wire, p.cap, p.ts, held=hold)
         return self._released_first(released, [p])
 
     def _released_first(self, released: list[_Release], rest: list[Packets],

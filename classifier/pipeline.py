@@ -28,13 +28,13 @@ from .measures import (
     Inside,
     Series,
     directions_of,
+    tally,
 )
 from .naming import Naming
 from .result import AnalysisResult, CaptureSummary, add_optional
 from .rules import RuleSet, load_rules
 from .sources import open_capture
 from .sources.batch import Batch
-from .split import analyze_split, plan_ranges
 
 __all__ = [
     "Aggregator",
@@ -90,6 +90,7 @@ class Aggregator:
                  compiled: bool = True) -> None:
         self.k = len(compiled_rules.categories)
         self.options = options
+        self.compiled = compiled
         self.inside = Inside(options.inside)
         self.result = AnalysisResult.empty(
             compiled_rules.rules.name, compiled_rules.categories,
@@ -129,19 +130,44 @@ class Aggregator:
             self.options.flow_sink(flows)
 
     def add(self, p: Packets) -> None:
-        """Count a batch of classified packets."""
+        """Count a batch of classified packets (but those it holds back)."""
+        if p.held is not None and self.options.details:
+            p = p.counted()
         if not len(p):
             return
         cat, side, wire, cap, ts, h = p.cat, p.side, p.wire, p.cap, p.ts, p.h
         k, nd = self.k, len(DIRECTIONS)
-        self.packets += np.bincount(cat, minlength=k)
-        # float64 weights are exact: a batch holds far less than 2**53 bytes.
-        self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
-        self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
-        self.caplen_over_wire += int(np.count_nonzero(cap > wire))
-        lo, hi = int(ts.min()), int(ts.max())
-        self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
-        self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
+        if self.compiled:
+            # One pass for the counters and the time span (it starts inverted).
+            first = self.first_ts if self.first_ts is not None else np.iinfo(np.int64).max
+            last = self.last_ts if self.last_ts is not None else np.iinfo(np.int64).min
+            span = np.array([first, last], np.int64)
+            self.caplen_over_wire += int(tally.compiled(
+                cat, wire, cap, h.anomaly, ts, self.packets, self.bytes, self.anomaly_codes,
+                span))
+            hi = int(ts.max()) if self.options.details else 0
+        else:
+            self.packets += np.bincount(cat, minlength=k)
+            # float64 weights are exact: a batch holds far less than 2**53 bytes.
+            self.bytes += np.bincount(cat, weights=wire, minlength=k).astype(np.int64)
+            self.anomaly_codes += np.bincount(h.anomaly, minlength=self.anomaly_codes.size)
+            self.caplen_over_wire += int(np.count_nonzero(cap > wire))
+            lo, hi = int(ts.min()), int(ts.max())
+            span = np.array([lo if self.first_ts is None else min(self.first_ts, lo),
+                             hi if self.last_ts is None else max(self.last_ts, hi)])
+        # The held-back packets' times count now or later alike: they are all counted
+        # in the end, and first and last times are a minimum and a maximum.
+        self.first_ts, self.last_ts = int(span[0]), int(span[1])
+        if p.held is not None:
+            # Counters only: take the few held-back packets out again rather than
+            # copying the batch without them.
+            held = p.held
+            self.packets -= np.bincount(cat[held], minlength=k)
+            self.bytes -= np.bincount(cat[held], weights=wire[held], minlength=k).astype(
+                np.int64)
+            self.anomaly_codes -= np.bincount(h.anomaly[held],
+                                              minlength=self.anomaly_codes.size)
+            self.caplen_over_wire -= int(np.count_nonzero(cap[held] > wire[held]))
         if not self.options.details:
             return
         direction = directions_of(h, self.inside)
@@ -213,6 +239,9 @@ class Aggregator:
                 self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.flow_table is not None and later.flow_table is not None:
             assert r.series is not None
+            from .split import end_idle_flows  # import cycle
+
+            end_idle_flows(self.flow_table, later.flow_table)
             merge_tables(self.flow_table, later.flow_table, r.series)
             if self.flow_table.count > self.flow_table.max_flows and self.last_ts is not None:
                 self.flow_table.make_room(self.last_ts)
@@ -447,22 +476,24 @@ def analyze(
     opts = options or Options()
     if opts.flow_sink is not None:
         jobs = 1  # flow records go to one sink, in this process
-    # A flow's name is decided at its start: a byte range cannot name the flows that
-    # started before it, so captures are not split for rule sets that use names.
-    split = jobs > 1 and len(files) == 1 and not compiled_rules.uses_names
-    ranges = plan_ranges(files[0], jobs) if split else None
+    tasks = None
+    if jobs > 1 and scheduler is None:
+        from .parallel import plan_tasks  # only for several jobs
+
+        # Whole captures and byte ranges of large ones; but a flow's name is decided at
+        # its start, and a byte range cannot name the flows that began before it, so
+        # captures are not split for rule sets that use names.
+        tasks = plan_tasks(files, jobs, split=not compiled_rules.uses_names)
     if scheduler is not None:
         from .cluster import analyze_cluster  # only with a cluster
 
         parts = analyze_cluster(files, ruleset, scheduler, options=opts, parts=max(jobs, 2),
                                 progress=progress)
-    elif ranges is not None:
-        parts = [analyze_split(files[0], ruleset, compiled_rules, ranges, progress=progress,
-                               options=opts)]
-    elif jobs > 1 and len(files) > 1:
-        from .parallel import analyze_parallel  # only for several jobs
+    elif tasks is not None and len(tasks) > 1:
+        from .parallel import analyze_parallel
 
-        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress, options=opts)
+        parts = analyze_parallel(files, ruleset, jobs=jobs, progress=progress, options=opts,
+                                 tasks=tasks)
     else:
         parts = [analyze_capture(f, compiled_rules, progress=progress, options=opts)
                  for f in files]

@@ -1,11 +1,17 @@
-"""One large pcap capture split into byte ranges analysed in parallel.
+"""One large capture split into byte ranges analysed in parallel.
 
-Each range but the first starts at a record boundary found by validating a chain of
-consecutive record headers (plausible lengths and timestamps). The ranges are analysed
+Each range but the first starts at a boundary found by validating a chain: for pcap,
+consecutive record headers (plausible lengths and timestamps); for pcapng, blocks
+(plausible type, length a multiple of 4 repeated in the trailer, packet blocks that
+fit). A pcapng range also starts with the state of its section (byte order,
+interfaces), read from the header blocks that open the file. The ranges are analysed
 in worker processes and merged in file order: counters add up, and fragments waiting
-for their datagram's first fragment find it in the neighbouring range. A range that
-does not end exactly where the next one starts means a boundary was wrong: then the
-capture is analysed again in one piece, so a split never changes a result.
+for their datagram's first fragment find it in the neighbouring range.
+
+Nothing found by a guess changes a result: a range that does not end exactly where
+the next one starts means a boundary was wrong, and the capture is analysed again in
+one piece; a pcapng range that started with another state than its predecessor ended
+with (a section or interface met on the way) is read again with the right one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from .result import AnalysisResult
 from .rules import RuleSet
 from .sources.batch import MAX_CAPLEN
 from .sources.pcap import CHAIN, MAGICS, find_record
+from .sources.pcapng import CHAIN as BLOCK_CHAIN
+from .sources.pcapng import SHB_TYPE, find_split_block, leading_state
+from .sources.ranges import ByteRange, RangeReport
 
 __all__ = ["SPLIT_MIN_BYTES", "analyze_split", "find_record", "plan_ranges"]
 
@@ -31,11 +40,18 @@ __all__ = ["SPLIT_MIN_BYTES", "analyze_split", "find_record", "plan_ranges"]
 SPLIT_MIN_BYTES = 32 << 20
 #: Bytes searched for a boundary after a split point.
 SEARCH = 4 << 20
-def plan_ranges(path: str, parts: int, *, min_bytes: int = SPLIT_MIN_BYTES,
-                at: Sequence[int] | None = None) -> list[tuple[int, int]] | None:
-    """Byte ranges of a pcap file, each starting at a record; None if it cannot be
-    split (not an uncompressed pcap, or smaller than ``min_bytes``). The ranges start
-    near equal fractions of the file, or near the offsets ``at``."""
+#: The largest pcapng block a chain is expected to hold, with room for options.
+_BLOCK_MAX = MAX_CAPLEN + 65536
+
+
+def plan_ranges(path: str, parts: int, *, min_bytes: int | None = None,
+                at: Sequence[int] | None = None) -> list[ByteRange] | None:
+    """Byte ranges of a pcap or pcapng file, each starting at a record or block; None
+    if it cannot be split (compressed, not a capture, or smaller than ``min_bytes``,
+    by default :data:`SPLIT_MIN_BYTES`). The ranges start near equal fractions of the
+    file, or near the offsets ``at``."""
+    if min_bytes is None:
+        min_bytes = SPLIT_MIN_BYTES
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
@@ -45,13 +61,15 @@ def plan_ranges(path: str, parts: int, *, min_bytes: int = SPLIT_MIN_BYTES,
     if parts < 2 or size < min_bytes or len(head) < 24:
         return None
     (magic,) = struct.unpack_from("<I", head, 0)
+    points = sorted(at) if at is not None else [size * k // parts for k in range(1, parts)]
+    if magic == SHB_TYPE:
+        return _plan_pcapng(path, size, points)
     if magic not in MAGICS:
         return None
     big, nanosecond, hdr_len = MAGICS[magic]
     frac_limit = 1_000_000_000 if nanosecond else 1_000_000
     starts = [24]
     with open(path, "rb") as fh:
-        points = sorted(at) if at is not None else [size * k // parts for k in range(1, parts)]
         for point in points:
             offset = max(point, starts[-1] + 1)
             fh.seek(offset)
@@ -63,21 +81,64 @@ def plan_ranges(path: str, parts: int, *, min_bytes: int = SPLIT_MIN_BYTES,
                 starts.append(offset + found)
     if len(starts) < 2:
         return None
-    return list(zip(starts, [*starts[1:], size], strict=True))
+    return [ByteRange(a, b) for a, b in zip(starts, [*starts[1:], size], strict=True)]
+
+
+def _plan_pcapng(path: str, size: int, points: Sequence[int]) -> list[ByteRange] | None:
+    lead = leading_state(path)
+    if lead is None:
+        return None
+    state, first = lead
+    starts = [0]
+    with open(path, "rb") as fh:
+        for point in points:
+            offset = max(point, starts[-1] + 4, first)
+            offset += -offset % 4  # blocks are 4-aligned from the start of the file
+            fh.seek(offset)
+            window = np.frombuffer(fh.read(SEARCH + BLOCK_CHAIN * _BLOCK_MAX), np.uint8)
+            if window.size == 0:
+                break
+            found = int(find_split_block.compiled(window, 0, state.big, len(state.interfaces),
+                                                  BLOCK_CHAIN))
+            if found >= 0 and found < SEARCH and offset + found < size:
+                starts.append(offset + found)
+    if len(starts) < 2:
+        return None
+    stops = [*starts[1:], size]
+    return [ByteRange(a, b, state if a > 0 else None) for a, b in zip(starts, stops, strict=True)]
+
+
+def _as_range(path: str, r: tuple[int, int]) -> ByteRange:
+    """``r`` as a ByteRange; a pcapng range from mid-file given the file's opening state."""
+    if isinstance(r, ByteRange):
+        return ByteRange(r.start, r.stop, r.state)  # a fresh report
+    state = None
+    if r[0] > 0:
+        lead = leading_state(path)
+        state = lead[0] if lead is not None else None
+    return ByteRange(r[0], r[1], state)
+
+
+def _scan_piece(path: str, compiled_rules: CompiledRules, byte_range: ByteRange,
+                options: Any) -> tuple[Any, RangeReport]:
+    from .pipeline import scan  # import cycle
+
+    part = scan(path, compiled_rules, byte_range=byte_range, compiled=True, options=options)
+    return part, byte_range.report
 
 
 def _scan_range(path: str, rules: RuleSet, byte_range: tuple[int, int],
-                options: object = None) -> object:
-    from .pipeline import Options, scan  # resolved in the worker
+                options: object = None) -> tuple[Any, RangeReport]:
+    from .pipeline import Options  # resolved in the worker
 
     assert options is None or isinstance(options, Options)
-    part = scan(path, compile_rules(rules), byte_range=byte_range, compiled=True,
-                options=options)
+    part, report = _scan_piece(path, compile_rules(rules), _as_range(path, byte_range),
+                               options)
     table = part.agg.flow_table
     if table is not None and table.count > table.max_flows // 2 and part.agg.last_ts:
         # Send back at most half a table: the parent merges two without growing.
         table.make_room(part.agg.last_ts, keep=table.max_flows // 2)
-    return part
+    return part, report
 
 
 def analyze_split(
@@ -90,7 +151,7 @@ def analyze_split(
     options: object = None,
 ) -> AnalysisResult:
     """Analyse ``ranges`` of one capture in parallel processes and merge them."""
-    from .pipeline import Options, Part  # import cycle
+    from .pipeline import Options  # import cycle
 
     opts = options if isinstance(options, Options) else Options()
 
@@ -101,30 +162,59 @@ def analyze_split(
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=ctx) as pool:
         futures = [pool.submit(_scan_range, path, rules, r, opts) for r in ranges]
-        parts: list[Part] = []
+        pieces: list[tuple[Any, RangeReport]] = []
         for fut, (start, stop) in zip(futures, ranges, strict=True):
-            part = fut.result()
-            assert isinstance(part, Part)
-            parts.append(part)
+            pieces.append(fut.result())
             if progress is not None:
                 progress(stop - start)
-    return merge_parts(path, ranges, parts, compiled_rules, opts)
+    return merge_parts(path, ranges, pieces, compiled_rules, opts)
 
 
-def merge_parts(path: str, ranges: Sequence[tuple[int, int]], parts: Sequence[Any],
+def merge_parts(path: str, ranges: Sequence[tuple[int, int]],
+                pieces: Sequence[tuple[Any, RangeReport]],
                 compiled_rules: CompiledRules, options: Any) -> AnalysisResult:
     """The result of a capture from the parts of its byte ranges, in file order."""
     from .pipeline import analyze_capture, finish  # import cycle
 
-    merged = parts[0]
-    for (_, stop), part in zip(ranges, parts[1:], strict=False):
+    merged, report = pieces[0]
+    link_types = set(merged.summary.link_types)
+    for (_, stop), (start, later_stop), (part, later) in zip(
+            ranges, ranges[1:], pieces[1:], strict=False):
         if merged.summary.status == "corrupt":
             break  # damage stops the reading, as it does in one piece
         if merged.end != stop:
             # A boundary was not a record boundary after all: read it in one piece.
             return analyze_capture(path, compiled_rules, compiled=True, options=options)
+        state = report.end_state
+        if later.start_state is not None and (
+                state is None or not state.continues(later.start_state,
+                                                     later.depends_on_last_ns)):
+            # The range began in another section state than the one before it ended
+            # in: read it again from that state, here.
+            part, later = _scan_piece(path, compiled_rules,
+                                      ByteRange(start, later_stop, state), options)
         merged.absorb(part)
+        link_types.update(part.summary.link_types)
+        report = later
+    merged.summary.link_types = sorted(link_types)
     return finish(merged)
+
+
+def end_idle_flows(first: Any, later: Any) -> None:
+    """End the flows of ``first`` (a flow table) that ``later`` (the next byte range's)
+    continues only after more than the idle timeout: read in one piece, that later
+    packet would have ended them and begun a new record, as it does here."""
+    from .flows import S_FIRST, S_LAST, find_flows
+
+    if first.count == 0 or later.count == 0:
+        return
+    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, later.count)
+    hit = np.flatnonzero(idx >= 0)
+    gap = later.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
+    if gap.any():
+        gone = np.zeros(first.count, bool)
+        gone[idx[hit[gap]]] = True
+        first._evict(gone)
 
 
 def warm_up() -> None:

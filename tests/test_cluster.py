@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 import classifier
+import classifier.split
 from classifier.cluster import ClusterError
+from classifier.split import plan_ranges
+from tests.test_split import long_pcapng_bytes
 
 pytest.importorskip("distributed")
 DASK = shutil.which("dask")
@@ -82,18 +85,42 @@ def test_cluster_result_equals_one_process(cluster: dict[str, object], pcaps_dir
     assert remote == local
 
 
+def test_cluster_splits_pcap_and_pcapng_exactly(cluster: dict[str, object], pcaps_dir: Path,
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(classifier.split, "SPLIT_MIN_BYTES", 0)
+    ng = tmp_path / "long.pcapng"
+    ng.write_bytes(long_pcapng_bytes(pcaps_dir))
+    pcap = tmp_path / "mix.pcap"
+    pcap.write_bytes((pcaps_dir / "office365-mix.pcap").read_bytes())
+    for path in (ng, pcap):
+        ranges = plan_ranges(str(path), 3)
+        assert ranges is not None and len(ranges) == 3  # three tasks for one capture
+        local = classifier.analyze(str(path), jobs=1).to_dict()
+        remote = classifier.analyze(str(path), jobs=3, scheduler=str(cluster["address"]))
+        assert remote.to_dict() == local
+
+
 def test_a_worker_killed_mid_run_changes_nothing(cluster: dict[str, object],
                                                 pcaps_dir: Path, tmp_path: Path) -> None:
     files = _captures(pcaps_dir, tmp_path, 24)
     local = classifier.analyze(files).to_dict()
     got: dict[str, object] = {}
+    completed: list[int] = []
+    started = threading.Event()
+
+    def progress(nbytes: int) -> None:
+        completed.append(nbytes)
+        if len(completed) == 5:  # the run is under way: 115 tasks to go
+            started.set()
 
     def run() -> None:
-        got["doc"] = classifier.analyze(files, scheduler=str(cluster["address"])).to_dict()
+        got["doc"] = classifier.analyze(files, scheduler=str(cluster["address"]),
+                                        progress=progress).to_dict()
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(1.0)  # tasks are running on both workers
+    assert started.wait(timeout=120)
     workers = cluster["workers"]
     assert isinstance(workers, list)
     still_running = thread.is_alive()

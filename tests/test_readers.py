@@ -250,3 +250,46 @@ def test_skip_damaged_pcapng_resynchronises_on_the_next_blocks(tmp_path: Path,
     at = len(head) + sum(map(len, good))
     assert reader.skipped == [(at, len(bad))]  # type: ignore[attr-defined]
     assert reader.complete is False
+
+
+# -- pcapng byte ranges ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_pcapng_range_reads_its_blocks_with_the_state_it_is_given(tmp_path: Path,
+                                                                  compiled: bool) -> None:
+    from classifier.sources.ranges import ByteRange, Interface, SectionState
+
+    t0 = 1_700_000_000 * 10**9
+    head = writers.shb() + writers.idb(1, tsresol=6)
+    first = writers.epb(0, writers.units_of(t0, 6), b"\x01" * 60, 60)
+    # The range: a simple packet block (the previous packet's time), an interface
+    # described on the way, and a packet on it.
+    spb = writers.spb(b"\x02" * 60)
+    idb = writers.idb(101, tsresol=9)
+    last = writers.epb(1, t0 + 5, b"\x45" + b"\x00" * 39, 40)
+    path = tmp_path / "r.pcapng"
+    path.write_bytes(head + first + spb + idb + last)
+    start = len(head + first)
+    state = SectionState(False, (Interface(1, 0, (False, 6)),), last_ns=t0)
+    rng = ByteRange(start, path.stat().st_size, state)
+    got, reader = read_all(path, byte_range=rng, compiled=compiled)
+    assert got == [(t0, b"\x02" * 60, 60, 1), (t0 + 5, b"\x45" + b"\x00" * 39, 40, 101)]
+    assert rng.report.start_state == state
+    assert rng.report.depends_on_last_ns  # the simple packet block took state.last_ns
+    assert rng.report.end_state == SectionState(
+        False, (Interface(1, 0, (False, 6)), Interface(101, 0, (False, 9))), t0 + 5)
+    assert reader.complete and reader.position == rng.stop  # type: ignore[attr-defined]
+
+    # The range ends at ``stop`` as at the end of a file: a block across it is a cut.
+    cut = ByteRange(start, start + len(spb) + 8, state)
+    got, reader = read_all(path, byte_range=cut, compiled=compiled)
+    assert [g[1] for g in got] == [b"\x02" * 60]
+    assert not reader.complete and reader.position == start + len(spb)  # type: ignore[attr-defined]
+
+
+def test_pcapng_range_from_mid_file_needs_a_state(tmp_path: Path) -> None:
+    path = tmp_path / "r.pcapng"
+    path.write_bytes(writers.shb() + writers.idb() + writers.epb(0, 1, b"\0" * 20, 20))
+    with pytest.raises(ValueError, match="section state"):
+        open_capture(str(path), byte_range=(28, path.stat().st_size))

@@ -52,8 +52,10 @@ def open_capture(
 
     The format is told by the first bytes, never by the name. ``compiled`` chooses the
     compiled kernels; by default they are used unless the capture is small.
-    ``byte_range`` (uncompressed pcap only) reads just the records from ``start``, a
-    record boundary, to ``stop``, where the reading ends as at the end of the file.
+    ``byte_range`` (uncompressed files only) reads just the records from ``start``, a
+    record or block boundary, to ``stop``, where the reading ends as at the end of the
+    file; a pcapng range starting mid-file is a :class:`~.ranges.ByteRange` carrying
+    its section's state, and its report receives the state it ends with.
     ``skip_damaged`` resynchronises after a corrupt record or block on the next chain
     of plausible records (pcap) or well-formed blocks (pcapng) instead of stopping
     (``reader.skipped`` says where).
@@ -70,15 +72,19 @@ def open_capture(
         if compiled is None:
             compiled = source.size is None or source.size >= COMPILE_THRESHOLD
         reader: CaptureReader
-        if byte_range is not None and (magic not in MAGICS or source.compressed):
-            raise ValueError("byte ranges are for uncompressed pcap files")
+        if byte_range is not None and (source.compressed
+                                       or (magic not in MAGICS and magic != SHB_TYPE)):
+            raise ValueError("byte ranges are for uncompressed pcap and pcapng files")
         if magic in MAGICS:
             start, stop = byte_range if byte_range is not None else (24, None)
             reader = PcapReader(source, compiled=compiled, max_packets=max_packets,
                                 start=start, stop=stop, skip_damaged=skip_damaged)
         elif magic == SHB_TYPE:
+            ng_start, ng_stop = byte_range if byte_range is not None else (0, None)
             reader = PcapngReader(source, compiled=compiled, max_packets=max_packets,
-                                  skip_damaged=skip_damaged)
+                                  skip_damaged=skip_damaged, start=ng_start, stop=ng_stop,
+                                  state=getattr(byte_range, "state", None),
+                                  report=getattr(byte_range, "report", None))
         else:
             what = "gzip data that is" if source.compressed else "a file that is"
             raise NotACaptureError(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,8 +24,9 @@ from .._jit import kernel
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import WINDOW, ByteInput
 from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
+from .ranges import Interface, RangeReport, SectionState
 
-__all__ = ["SHB_TYPE", "PcapngReader", "walk_pcapng"]
+__all__ = ["SHB_TYPE", "PcapngReader", "find_split_block", "leading_state", "walk_pcapng"]
 
 SHB_TYPE = 0x0A0D0D0A
 IDB_TYPE = 1
@@ -129,6 +129,58 @@ def walk_pcapng(buf, pos, end, big, n_if, if_snap, max_bytes, off, cap, wire, ts
 CHAIN = 8
 
 
+@kernel(inline=True)
+def plausible_type(btype):  # type: ignore[no-untyped-def]
+    """A block type some writer uses: a section header, or a small number, possibly
+    with the local-use (bit 31) and do-not-copy (bit 30) bits."""
+    return btype == 0x0A0D0D0A or (btype & 0x3FFFFFFF) < 0x10000
+
+
+@kernel
+def find_split_block(buf, start, big, n_if, chain):  # type: ignore[no-untyped-def]
+    """Like :func:`find_block`, stricter, to start a byte range: every block of the
+    chain has a plausible type, and each packet block names one of the ``n_if``
+    interfaces and holds its captured bytes within its length."""
+    end = buf.shape[0]
+    for cand in range(start, end - 12 + 1, 4):
+        pos = cand
+        ok = True
+        for _ in range(chain):
+            if pos == end:
+                break
+            if pos + 12 > end:
+                ok = False
+                break
+            btype = be32(buf, pos) if big else le32(buf, pos)
+            blen = be32(buf, pos + 4) if big else le32(buf, pos + 4)
+            if (not plausible_type(btype) or blen < 12 or blen % 4 != 0
+                    or blen > 16 * 1024 * 1024 or pos + blen > end):
+                ok = False
+                break
+            t = pos + blen - 4
+            trail = be32(buf, t) if big else le32(buf, t)
+            if trail != blen:
+                ok = False
+                break
+            b = pos + 8
+            if btype == 6:
+                if blen < 32:
+                    ok = False
+                    break
+                iface = be32(buf, b) if big else le32(buf, b)
+                incl = be32(buf, b + 12) if big else le32(buf, b + 12)
+                if iface >= n_if or 32 + (incl + 3) // 4 * 4 > blen:
+                    ok = False
+                    break
+            elif btype == 3 and (blen < 16 or n_if < 1):
+                ok = False
+                break
+            pos += blen
+        if ok:
+            return cand
+    return -1
+
+
 @kernel
 def find_block(buf, start, big, chain):  # type: ignore[no-untyped-def]
     """The first offset >= ``start`` in ``buf`` (4-aligned from ``start``) where
@@ -159,23 +211,14 @@ def find_block(buf, start, big, chain):  # type: ignore[no-untyped-def]
     return -1
 
 
-@dataclass
-class Interface:
-    """What an IDB says about its packets."""
-
-    linktype: int
-    snaplen: int
-    resolution: tuple[bool, int]  # (power of two, exponent): units of 10^-n or 2^-n s
-    offset_s: int = 0
-
-
 class PcapngReader:
     """Stream a pcapng capture as batches."""
 
     format = "pcapng"
 
     def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
-                 skip_damaged: bool = False):
+                 skip_damaged: bool = False, start: int = 0, stop: int | None = None,
+                 state: SectionState | None = None, report: RangeReport | None = None):
         self.source = source
         self.path = source.path
         self.compiled = compiled
@@ -199,11 +242,48 @@ class PcapngReader:
         (bom,) = struct.unpack_from("<I", head.data, 8)
         if bom not in (BYTE_ORDER_MAGIC, 0x4D3C2B1A):
             raise NotACaptureError(self.path, f"pcapng byte-order magic 0x{bom:08x} not valid")
+        # A byte range: blocks from ``start`` (a block boundary, in a section whose
+        # state is ``state``) to ``stop``, where the reading ends as at end of file.
+        self.start = start
+        self.stop = stop
+        self.report = report
+        if start > 0:
+            if state is None:
+                raise ValueError("a pcapng byte range starting mid-file needs its section state")
+            self.big, self.interfaces, self._last_ns = (
+                state.big, list(state.interfaces), state.last_ns)
+            self.link_types = {i.linktype for i in state.interfaces}
+            self.position = start
+        if report is not None:
+            report.start_state = state if start > 0 else None
+        #: Whether a timestamp came from this reader's own blocks (or the file start).
+        self._ts_known = start == 0
+
+    def state(self) -> SectionState:
+        """The section state where the reading stands."""
+        return SectionState(self.big, tuple(self.interfaces), self._last_ns)
+
+    def _view(self, pos: int) -> tuple[np.ndarray, bool]:
+        """The source's window at ``pos``, ending at ``stop`` as a file would."""
+        buf, eof = self.source.view(pos)
+        if self.stop is not None and pos + len(buf) >= self.stop:
+            return buf[: max(0, self.stop - pos)], True
+        return buf, eof
+
+    def _end(self) -> int | None:
+        return self.stop if self.stop is not None else self.source.size
 
     def __iter__(self) -> Iterator[Batch]:
-        pos = 0
+        try:
+            yield from self._batches()
+        finally:
+            if self.report is not None:
+                self.report.end_state = self.state()
+
+    def _batches(self) -> Iterator[Batch]:
+        pos = self.start
         while True:
-            buf, eof = self.source.view(pos)
+            buf, eof = self._view(pos)
             end = len(buf)
             rel = 0
             while True:
@@ -233,7 +313,8 @@ class PcapngReader:
                     resume = self._resync(bad + 4)
                     self.complete = False
                     if resume is None:  # nothing valid up to the end
-                        self.skipped.append((bad, self.source.end_from(bad) - bad))
+                        last = self.stop if self.stop is not None else self.source.end_from(bad)
+                        self.skipped.append((bad, last - bad))
                         return
                     self.skipped.append((bad, resume - bad))
                     pos = resume
@@ -254,7 +335,8 @@ class PcapngReader:
                     continue
                 if status == SKIP:
                     blen = self._blen(buf, rel)
-                    if self.source.size is not None and pos + rel + blen > self.source.size:
+                    limit = self._end()
+                    if limit is not None and pos + rel + blen > limit:
                         self.complete = False
                         self.cut_at = pos + rel
                         return
@@ -284,7 +366,7 @@ class PcapngReader:
         overlap = CHAIN * (65536 + MAX_CAPLEN)
         find = find_block.select(self.compiled)
         while True:
-            buf, eof = self.source.view(start)
+            buf, eof = self._view(start)
             found = int(find(buf, 0, self.big, CHAIN))
             if found >= 0:
                 return start + found
@@ -332,16 +414,16 @@ class PcapngReader:
             return None
         self._check_trailer(buf, rel, blen, e, at)
         linktype, _, snaplen = struct.unpack_from(e + "HHI", buf.data, rel + 8)
-        iface = Interface(linktype, snaplen, (False, 6))
+        resolution, offset_s = (False, 6), 0
         for code, value in _options(buf, rel + 16, rel + blen - 4, e):
             if code == 9 and len(value) >= 1:
                 # Past 2^-63 or 10^-19 s the units no longer fit 64 bits anyway.
-                iface.resolution = (bool(value[0] & 0x80), min(value[0] & 0x7F, 63))
+                resolution = (bool(value[0] & 0x80), min(value[0] & 0x7F, 63))
             elif code == 14 and len(value) >= 8:
                 (offset,) = struct.unpack(e + "q", value[:8])
                 # Beyond a few centuries an offset is damage: ignored, not overflowed.
-                iface.offset_s = offset if abs(offset) < 10**10 else 0
-        self.interfaces.append(iface)
+                offset_s = offset if abs(offset) < 10**10 else 0
+        self.interfaces.append(Interface(linktype, snaplen, resolution, offset_s))
         self.link_types.add(linktype)
         return int(blen)
 
@@ -403,6 +485,9 @@ class PcapngReader:
                 iface = self.interfaces[int(i)]
                 ts[sel] = _to_ns(raw_ts[sel], iface)
                 lt[sel] = iface.linktype
+        if simple[0] and not self._ts_known and self.report is not None:
+            self.report.depends_on_last_ns = True
+        self._ts_known = True
         if simple.any():
             # A simple packet block has no timestamp: it takes the previous packet's.
             idx = np.where(simple, -1, np.arange(len(ts)))
@@ -443,3 +528,34 @@ def _options(buf: np.ndarray, start: int, end: int, e: str) -> Iterator[tuple[in
         value = bytes(buf[pos + 4 : min(end, pos + 4 + length)])
         yield code, value
         pos += 4 + length + (-length % 4)
+
+
+def leading_state(path: str) -> tuple[SectionState, int] | None:
+    """The section state after the header blocks (SHB, IDBs) that open an uncompressed
+    pcapng file, and the offset of the first block after them; None for anything else
+    (or damaged headers)."""
+    from ._input import open_input
+
+    try:
+        source = open_input(path)
+    except NotACaptureError:
+        return None
+    try:
+        buf, eof = source.view(0)
+        if source.compressed or len(buf) < 28 or struct.unpack_from("<I", buf.data, 0)[0] != SHB_TYPE:
+            return None
+        reader = PcapngReader(source, compiled=False)
+        pos = 0
+        while pos + 8 <= len(buf):
+            (btype,) = struct.unpack_from(">I" if reader.big else "<I", buf.data, pos)
+            if pos > 0 and btype != IDB_TYPE:
+                break
+            consumed = reader._header(buf, pos, len(buf), pos, eof)
+            if consumed is None:
+                break
+            pos += consumed
+        return reader.state(), pos
+    except (CorruptCaptureError, NotACaptureError):
+        return None
+    finally:
+        source.close()
