@@ -32,8 +32,8 @@ __all__ = ["FLOW_COLUMNS", "FlowTable", "Flows", "update_flows"]
 K_A_HI, K_A_LO, K_B_HI, K_B_LO, K_PORTS, K_PROTO = range(6)
 # Columns of the ``stats`` table (int64).
 (S_FIRST, S_LAST, S_PK_UP, S_BY_UP, S_PK_DN, S_BY_DN, S_CAT, S_CLIENT_A, S_LAST_BIN,
- S_DSCP_OTHER, S_NAME) = range(11)
-N_STATS = 11
+ S_DSCP_OTHER, S_NAME, S_HOLD) = range(12)
+N_STATS = 12
 DSCP_SLOTS = 4  # distinct DSCP values counted per flow; the rest add to S_DSCP_OTHER
 
 EMPTY = 0  # slots hold row + 1; zeros cost no memory until written (calloc)
@@ -74,7 +74,8 @@ def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
 @kernel
 def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_flags,  # type: ignore[no-untyped-def]
                  cat, other, wire, ts, dscp, ip, name, bins, rows, active, slots, keys,
-                 stats, dscp_val, dscp_cnt, count, idle_ns, ev_keys, ev_stats, ev_val, ev_cnt):
+                 stats, dscp_val, dscp_cnt, count, idle_ns, hold_until, ev_keys, ev_stats,
+                 ev_val, ev_cnt):
     """Add a batch of packets to the flow table; returns ``(flows, evicted, stop)``:
     the new number of flows, the records written to the ``ev_*`` arrays, and -1, or
     the packet at which the table or the eviction arrays filled up (the caller makes
@@ -125,6 +126,9 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
         t = ts[i]
         c = cat[i]
         fresh = False
+        # A byte range's flow may continue one of the range before (held: see
+        # FlowTable.hold_first); a record begun after an idle gap here may not.
+        hold = 1 if row < 0 and t <= hold_until else 0
         if row >= 0 and t - stats[row, S_LAST] > idle_ns:
             if ev_n >= ev_keys.shape[0]:
                 return count, ev_n, i
@@ -169,6 +173,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
             stats[row, S_LAST_BIN] = -(1 << 62)
             stats[row, S_DSCP_OTHER] = 0
             stats[row, S_NAME] = name[i]
+            stats[row, S_HOLD] = hold
             for k in range(dscp_val.shape[1]):
                 dscp_val[row, k] = 0
                 dscp_cnt[row, k] = 0
@@ -232,6 +237,10 @@ class Flows:
     def __len__(self) -> int:
         return int(self.keys.shape[0])
 
+    def take(self, index: np.ndarray) -> Flows:
+        return Flows(self.keys[index], self.stats[index], self.dscp_val[index],
+                     self.dscp_cnt[index], self.names)
+
     def name(self, i: int) -> str:
         """Flow ``i``'s server name ("" when none was learned)."""
         n = int(self.stats[i, S_NAME])
@@ -250,6 +259,13 @@ class FlowTable:
     compiled: bool = True
     #: The server names flow records refer to (shared with the naming stage).
     names: list[str] = field(default_factory=lambda: [""])
+    #: A byte range of a capture: a flow first seen within the idle timeout of the
+    #: range's first packet may continue a flow of the range before. Its first record
+    #: here is not handed to the sink when it ends (idle, or evicted) but kept in
+    #: ``held_first``, for the merge to join it to that flow (:func:`join_held`).
+    hold_first: bool = False
+    held_first: list[Flows] = field(default_factory=list)
+    start_ts: int | None = None
     count: int = 0
     evicted: int = 0
     total: int = 0  # flows created, evicted ones included
@@ -294,6 +310,11 @@ class FlowTable:
         kern = update_flows.select(self.compiled)
         start = 0
         n = len(h)
+        if self.start_ts is None and n:
+            self.start_ts = int(ts.min())
+        hold_until = -(1 << 62)
+        if self.hold_first and self.start_ts is not None:
+            hold_until = self.start_ts + self.idle_timeout_ns
         ev = (np.zeros((256, 6), np.int64), np.zeros((256, N_STATS), np.int64),
               np.zeros((256, DSCP_SLOTS), np.int8), np.zeros((256, DSCP_SLOTS), np.int64))
         while start < n:
@@ -305,7 +326,8 @@ class FlowTable:
                 h.sport[sl], h.dport[sl], side[sl], h.tcp_flags[sl], cat[sl], self.other,
                 wire[sl], ts[sl], h.dscp[sl], h.ip[sl], h.name[sl], bins[sl] if bins.size else bins,
                 rows[sl] if rows.size else rows, active, self.slots, self.keys, self.stats,
-                self.dscp_val, self.dscp_cnt, self.count, self.idle_timeout_ns, *ev,
+                self.dscp_val, self.dscp_cnt, self.count, self.idle_timeout_ns, hold_until,
+                *ev,
             )
             count, ev_n, stop = int(count), int(ev_n), int(stop)
             self.total += count - before + ev_n
@@ -320,9 +342,21 @@ class FlowTable:
                 self.make_room(int(ts[start]))
 
     def _emit(self, out: Flows) -> None:
+        if self.hold_first and len(out):
+            held = out.stats[:, S_HOLD] == 1
+            if held.any():
+                self.held_first.append(out.take(held))
+                out = out.take(~held)
         self.evicted += len(out)
         if self.sink is not None and len(out):
             self.sink(out)
+
+    def release_held(self) -> None:
+        """Hand the held first records to the sink: no range before is left to join."""
+        held, self.held_first = self.held_first, []
+        for out in held:
+            out.stats[:, S_HOLD] = 0
+            self._emit(out)
 
     def make_room(self, now: int, *, keep: int | None = None) -> None:
         """Full: evict idle flows, then the least recently seen, down to ``keep``
@@ -581,3 +615,34 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
         first.slots[:] = EMPTY
         first._reindex()
     first.evicted += later.evicted
+
+
+def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
+    """Join ``later``'s held first records (flows that ended inside the later byte
+    range, see :attr:`FlowTable.hold_first`) to the flows of ``first`` they continue,
+    and end them there: read in one piece, those flows ended inside the later range.
+    Held records that continue nothing are records of their own."""
+    held, later.held_first = later.held_first, []
+    if not held:
+        return
+    from .split import end_idle_flows  # import cycle
+
+    rows = Flows(np.concatenate([f.keys for f in held]), np.concatenate([f.stats for f in held]),
+                 np.concatenate([f.dscp_val for f in held]),
+                 np.concatenate([f.dscp_cnt for f in held]), first.names)
+    rows.stats[:, S_HOLD] = 0
+    tmp = FlowTable(other=first.other, n_categories=first.n_categories,
+                    max_flows=max(16, len(rows)), idle_timeout_ns=first.idle_timeout_ns,
+                    compiled=first.compiled, names=first.names)
+    n = len(rows)
+    tmp.keys[:n], tmp.stats[:n] = rows.keys, rows.stats
+    tmp.dscp_val[:n], tmp.dscp_cnt[:n] = rows.dscp_val, rows.dscp_cnt
+    tmp.count = n
+    tmp._reindex()
+    end_idle_flows(first, tmp)  # flows the held record continues only after a gap
+    merge_tables(first, tmp, series)
+    # Every held record has ended: so has the flow it now is part of.
+    idx = find_flows.select(first.compiled)(first.keys, first.slots, tmp.keys, n)
+    gone = np.zeros(first.count, bool)
+    gone[idx[idx >= 0]] = True
+    first._evict(gone)

@@ -18,7 +18,7 @@ from .decode import (
     decode_batch,
 )
 from .errors import CaptureError, NotACaptureError
-from .flows import S_LAST_BIN, Flows, FlowTable, merge_tables
+from .flows import S_LAST_BIN, Flows, FlowTable, join_held, merge_tables
 from .fragments import FragmentTable, Packets
 from .lookup import CompiledRules, compile_rules
 from .measures import (
@@ -241,6 +241,7 @@ class Aggregator:
             assert r.series is not None
             from .split import end_idle_flows  # import cycle
 
+            join_held(self.flow_table, later.flow_table, r.series)
             end_idle_flows(self.flow_table, later.flow_table)
             merge_tables(self.flow_table, later.flow_table, r.series)
             if self.flow_table.count > self.flow_table.max_flows and self.last_ts is not None:
@@ -330,6 +331,8 @@ def scan(
         agg = Aggregator(compiled_rules, options, compiled=use_compiled)
         if naming is not None and agg.flow_table is not None:
             agg.flow_table.names = naming.names
+        if byte_range is not None and agg.flow_table is not None:
+            agg.flow_table.hold_first = True  # its flows may continue the range before
         for batch in reader:
             count_batch(batch, compiled_rules, agg, fragments, compiled=use_compiled,
                         naming=naming)
@@ -406,6 +409,12 @@ def finish(part: Part) -> AnalysisResult:
     if orphans is not None:
         result.anomalies["fragment-without-first"] += len(orphans)
     if agg.flow_table is not None and result.flows is not None:
+        agg.flow_table.release_held()
+        if agg.last_ts is not None:
+            # Flows idle at the end are ended ones, however the capture was read (in
+            # one piece the table is swept now and then, a byte range's not at all).
+            agg.flow_table.expire(agg.last_ts)
+            agg.flow_table.release_held()
         rows = agg.flow_table.rows()
         result.flows.add(rows)
         if result.digest is not None and len(rows):

@@ -289,9 +289,6 @@ def test_a_flow_idle_across_the_split_ends_there(gap_capture: tuple[Path, int]) 
     assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
 
 
-@pytest.mark.xfail(strict=True, reason="a range's flow table ends a flow's first record in "
-                   "that range at an idle gap, before the merge can join it to the record "
-                   "of the range before")
 def test_a_flow_idle_inside_the_later_range_joins_across_the_split(
         gap_capture: tuple[Path, int]) -> None:
     path, record = gap_capture
