@@ -59,6 +59,49 @@ def flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr):  # type: ignore[no-untyped-def
     return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
 
 
+@kernel(inline=True)
+def find_flow(slots, keys, s_hi, s_lo, d_hi, d_lo, sp, dp, pr):  # type: ignore[no-untyped-def]
+    """Look a packet's flow up: ``(row or -1, the slot the probe stopped at, whether
+    the source is the key's second end, the key's five other fields)``. The key puts
+    the lower (address, port) end first, as unsigned numbers."""
+    if s_hi != d_hi:
+        swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
+    elif s_lo != d_lo:
+        swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
+    else:
+        swap = sp > dp
+    if swap:
+        a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
+    else:
+        a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
+    mask = slots.shape[0] - 1
+    j = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
+    row = -1
+    while True:
+        r = slots[j] - 1
+        if r < 0:
+            break
+        if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
+                and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
+            row = r
+            break
+        j = (j + 1) & mask
+    return row, j, swap, a_hi, a_lo, b_hi, b_lo, ports
+
+
+@kernel(inline=True)
+def add_flow(slots, keys, j, row, a_hi, a_lo, b_hi, b_lo, ports, pr):  # type: ignore[no-untyped-def]
+    """Put a new flow's key in ``row`` and index it at slot ``j`` (where the probe
+    that did not find it stopped)."""
+    slots[j] = row + 1
+    keys[row, 0] = a_hi
+    keys[row, 1] = a_lo
+    keys[row, 2] = b_hi
+    keys[row, 3] = b_lo
+    keys[row, 4] = ports
+    keys[row, 5] = pr
+
+
 @kernel
 def place_flows(keys, count, slots):  # type: ignore[no-untyped-def]
     """Index rows 0..count-1 of ``keys`` into the empty open-addressing ``slots``."""
@@ -88,41 +131,16 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
     seen in (``bins`` empty: no series).
     """
     ev_n = 0
-    mask = slots.shape[0] - 1
     capacity = keys.shape[0]
     use_bins = bins.shape[0] > 0
     for i in range(proto.shape[0]):
         if ip[i] == 0:
             continue
-        s_hi = src_hi[i]
-        s_lo = src_lo[i]
-        d_hi = dst_hi[i]
-        d_lo = dst_lo[i]
         sp = np.int64(sport[i])
         dp = np.int64(dport[i])
-        # Canonical order: the lower (address, port) end first, as unsigned numbers.
-        if s_hi != d_hi:
-            swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
-        elif s_lo != d_lo:
-            swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
-        else:
-            swap = sp > dp
-        if swap:
-            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
-        else:
-            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
         pr = np.int64(proto[i])
-        j = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
-        row = -1
-        while True:
-            r = slots[j] - 1
-            if r < 0:
-                break
-            if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
-                    and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
-                row = r
-                break
-            j = (j + 1) & mask
+        row, j, swap, a_hi, a_lo, b_hi, b_lo, ports = find_flow(
+            slots, keys, src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], sp, dp, pr)
         t = ts[i]
         c = cat[i]
         fresh = False
@@ -143,13 +161,7 @@ def update_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, side, tcp_
                 return count, ev_n, i
             row = count
             count += 1
-            slots[j] = row + 1
-            keys[row, 0] = a_hi
-            keys[row, 1] = a_lo
-            keys[row, 2] = b_hi
-            keys[row, 3] = b_lo
-            keys[row, 4] = ports
-            keys[row, 5] = pr
+            add_flow(slots, keys, j, row, a_hi, a_lo, b_hi, b_lo, ports, pr)
             fresh = True
         if fresh:
             # Which end is the client: the rule's, else a SYN's sender, else the

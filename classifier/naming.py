@@ -33,7 +33,7 @@ import numpy as np
 
 from ._jit import kernel
 from .decode import FLAG_FIRST_FRAGMENT, FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
-from .flows import _SIGN, flow_hash, place_flows
+from .flows import add_flow, find_flow, place_flows
 from .fragments import Packets
 from .lookup import Classes, CompiledRules
 from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, tls_sni
@@ -71,51 +71,20 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
     A TCP SYN on a named flow starts a new connection: pending
     again. Returns ``(count, candidates, stop)``: stop is -1, or the position at which
     the table filled up."""
-    mask = slots.shape[0] - 1
     capacity = keys.shape[0]
     nc = 0
     for j in range(at.shape[0]):
         i = at[j]
-        s_hi = src_hi[i]
-        s_lo = src_lo[i]
-        d_hi = dst_hi[i]
-        d_lo = dst_lo[i]
-        sp = np.int64(sport[i])
-        dp = np.int64(dport[i])
-        if s_hi != d_hi:
-            swap = (s_hi ^ _SIGN) > (d_hi ^ _SIGN)
-        elif s_lo != d_lo:
-            swap = (s_lo ^ _SIGN) > (d_lo ^ _SIGN)
-        else:
-            swap = sp > dp
-        if swap:
-            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
-        else:
-            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
         pr = np.int64(proto[i])
-        h = flow_hash(a_hi, a_lo, b_hi, b_lo, ports, pr) & mask
-        row = -1
-        while True:
-            r = slots[h] - 1
-            if r < 0:
-                break
-            if keys[r, 0] == a_hi and keys[r, 1] == a_lo and keys[r, 2] == b_hi \
-                    and keys[r, 3] == b_lo and keys[r, 4] == ports and keys[r, 5] == pr:
-                row = r
-                break
-            h = (h + 1) & mask
+        row, h, _, a_hi, a_lo, b_hi, b_lo, ports = find_flow(
+            slots, keys, src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], np.int64(sport[i]),
+            np.int64(dport[i]), pr)
         if row < 0:
             if count >= capacity:
                 return count, nc, j
             row = count
             count += 1
-            slots[h] = row + 1
-            keys[row, 0] = a_hi
-            keys[row, 1] = a_lo
-            keys[row, 2] = b_hi
-            keys[row, 3] = b_lo
-            keys[row, 4] = ports
-            keys[row, 5] = pr
+            add_flow(slots, keys, h, row, a_hi, a_lo, b_hi, b_lo, ports, pr)
             state[row] = -1
             offered[row] = 0
         elif state[row] >= 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
