@@ -103,15 +103,8 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
                       idle_timeout_ns=idle_ns, flow_sink=writer, details=not categories_only,
                       skip_damaged=skip_damaged)
-    files = expand_paths(captures, pattern=pattern)
-    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
-    with _progress(files, quiet) as progress:
-        try:
-            result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
-                                  options=options, scheduler=scheduler)
-        except O365TrafficError as exc:
-            _err("error", str(exc))
-            sys.exit(2)
+    result = run_captures(captures, rules, options, pattern=pattern, jobs=jobs, quiet=quiet,
+                          scheduler=scheduler)
     try:
         if writer is not None:
             writer.close()
@@ -120,22 +113,46 @@ def analyze(captures: tuple[str, ...], rules_path: str | None, fmt: str, output:
     except O365TrafficError as exc:
         _err("error", str(exc))
         sys.exit(2)
+    report_problems(result)
+    write_text({"json": to_json, "csv": to_csv, "table": _table}[fmt](result), output)
+    sys.exit(result.exit_code)
+
+
+def run_captures(captures: tuple[str, ...], rules: Any, options: Options, *, pattern: str,
+                 jobs: int | None, quiet: bool, scheduler: str | None) -> AnalysisResult:
+    """Analyse the captures named on the command line, with a progress bar; a failure
+    that stops the analysis is one line and exit code 2."""
+    files = expand_paths(captures, pattern=pattern)
+    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    with _progress(files, quiet) as progress:
+        try:
+            return run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
+                                options=options, scheduler=scheduler)
+        except O365TrafficError as exc:
+            _err("error", str(exc))
+            sys.exit(2)
+
+
+def report_problems(result: AnalysisResult) -> None:
+    """Each capture's warnings and error, one line each, on stderr."""
     for capture in result.captures:
         for warning in capture.warnings:
             _err("warning", warning)
         if capture.error:
             _err("error", capture.error)
-    text = {"json": to_json, "csv": to_csv, "table": _table}[fmt](result)
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            _err("error", f"{output}: cannot write: {exc.strerror or exc}")
-            sys.exit(2)
-    else:
+
+
+def write_text(text: str, output: str | None) -> None:
+    """``text`` to the file ``output``, or to stdout."""
+    if not output:
         click.echo(text, nl=False)
-    sys.exit(result.exit_code)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        _err("error", f"{output}: cannot write: {exc.strerror or exc}")
+        sys.exit(2)
 
 
 @contextmanager

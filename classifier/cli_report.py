@@ -8,7 +8,6 @@ merged with the results, so every ``--jobs`` and ``--scheduler`` setting works.
 
 from __future__ import annotations
 
-import os
 import sys
 from functools import partial
 from typing import NoReturn
@@ -18,8 +17,7 @@ import click
 from .errors import O365TrafficError
 from .lookup import compile_rules
 from .measures import DEFAULT_INSIDE, Inside, parse_duration
-from .pipeline import Options, expand_paths
-from .pipeline import analyze as run_analysis
+from .pipeline import Options
 from .rules import load_rules
 
 PROG = "o365-traffic"
@@ -74,7 +72,7 @@ def report(captures: tuple[str, ...], output: str | None, fmt: str, users: int |
     the link carries per category and direction, concurrent calls, Microsoft's per-stream
     guidance, the QoS audit, top flows and talkers, and with --users N --plan-users M
     the link capacity needed for M users, two ways."""
-    from .cli import _progress  # the group's module imports this one
+    from .cli import report_problems, run_captures, write_text  # (it imports this module)
     from .report import TopFlows, build_report, render_report
 
     if plan_users is not None and users is None:
@@ -92,31 +90,14 @@ def report(captures: tuple[str, ...], output: str | None, fmt: str, users: int |
     options = Options(inside=nets, interval_ns=interval_ns, max_flows=max_flows,
                       idle_timeout_ns=idle_ns, flow_digest=partial(TopFlows, top=top),
                       skip_damaged=skip_damaged)
-    files = expand_paths(captures, pattern=pattern)
-    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
-    with _progress(files, quiet) as progress:
-        try:
-            result = run_analysis(files, rules=rules, jobs=n_jobs, progress=progress,
-                                  options=options, scheduler=scheduler)
-        except O365TrafficError as exc:
-            _fail(str(exc))
-    for capture in result.captures:
-        for warning in capture.warnings:
-            click.echo(f"{PROG}: warning: {warning}", err=True)
-        if capture.error:
-            click.echo(f"{PROG}: error: {capture.error}", err=True)
+    result = run_captures(captures, rules, options, pattern=pattern, jobs=jobs, quiet=quiet,
+                          scheduler=scheduler)
+    report_problems(result)
     collector = result.digest or TopFlows(compile_rules(rules).categories, top=top)
     try:
         doc = build_report(result, collector, users=users, plan_users=plan_users, level=level)
         text = render_report(result, doc, fmt)
     except ValueError as exc:
         _fail(str(exc))
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            _fail(f"{output}: cannot write: {exc.strerror or exc}")
-    else:
-        click.echo(text, nl=False)
+    write_text(text, output)
     sys.exit(result.exit_code)
