@@ -2,8 +2,9 @@
 
 A packet is *name-sensitive* when some server name could change its category: its
 category with every name rule's name condition met differs from its category with
-none met. Only those packets' flows are followed, in a dictionary keyed by a hash of
-the flow; the rest of the batch stays in numpy.
+none met. Only those packets' flows are followed, in a compiled hash table of flows;
+Python sees a flow's first payload only when it may begin a ClientHello or a request,
+and DNS answers.
 
 A flow's name is decided once, then every packet of the flow takes the category that
 name gives, so a flow's category never changes mid-flow:
@@ -52,7 +53,6 @@ MAX_DNS = 262_144
 #: Client segments a ClientHello or request header is gathered from at most.
 MAX_SEGMENTS = 8
 
-PENDING = -1  # a flow's state while its name is not decided; else its label
 #: First payload bytes worth parsing: a TLS handshake record, an HTTP method's initial.
 _OPENERS = np.zeros(256, np.bool_)
 _OPENERS[np.frombuffer(b"\x16GPHDOCT", np.uint8)] = True
@@ -63,7 +63,7 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
                  offers, ts, slots, keys, state, seen, offered, stamp, count, out_label,
                  out_row, cand):
     """Find or add the flow of each packet ``at[j]`` in the open-addressing table
-    (``keys`` as in :mod:`classifier.flows`, ``state`` PENDING or a label, ``seen``
+    (``keys`` as in :mod:`classifier.flows`, ``state`` -1 pending or a label, ``seen``
     the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
     positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
     listed in ``cand``: the first per flow in this batch (``offered`` holds the
@@ -121,7 +121,6 @@ class _Pending:
     """A flow whose name is not decided yet."""
 
     first_ts: int
-    row: int
     held: list[tuple[Packets, np.ndarray]] = field(default_factory=list)
     n_held: int = 0
     client: tuple[object, ...] | None = None  # the end that sent the first payload
@@ -154,6 +153,8 @@ class Naming:
     # ---- labels -----------------------------------------------------------------
     def _label(self, names: tuple[str, ...]) -> int:
         label = self._label_of.get(names)
+        if label is None and self._n_labels >= 1_000_000:
+            return 0  # bounded: names come from the traffic; beyond, flows go unnamed
         if label is None:
             bits = np.zeros(self.rules.words, np.uint64)
             for n in names:
@@ -273,7 +274,7 @@ class Naming:
                     state[r] = self._finish_pending(r, released)
                 continue
             if pend is None:
-                pend = pending[r] = self._new_pending(p, i, r)
+                pend = pending[r] = self._new_pending(p, i)
             if self._offer(batch, h, i, n, begin, end, pend) or \
                     self._offer_more(batch, p, sens, row, offers, payload, j, pend):
                 state[r] = self._finish_pending(r, released)
@@ -295,7 +296,7 @@ class Naming:
                 mine = order[bounds[g] : bounds[g + 1]]
                 pend = self.pending.get(r)
                 if pend is None:
-                    pend = self.pending[r] = self._new_pending(p, int(hold[mine[0]]), r)
+                    pend = self.pending[r] = self._new_pending(p, int(hold[mine[0]]))
                 pend.held.append((chunk, mine))
                 pend.n_held += mine.size
             self.held += hold.size
@@ -362,14 +363,14 @@ class Naming:
         out: np.ndarray = np.where(doff >= 0, end - l4 - doff, -1)
         return out
 
-    def _new_pending(self, p: Packets, i: int, row: int) -> _Pending:
+    def _new_pending(self, p: Packets, i: int) -> _Pending:
         """A flow first seen (for its name) at packet ``i``."""
         h = p.h
         if p.side[i] != 0:  # the source is the client end: the server is the destination
             server = (int(h.dst_hi[i]) << 64) | int(h.dst_lo[i])
         else:
             server = (int(h.src_hi[i]) << 64) | int(h.src_lo[i])
-        return _Pending(int(p.ts[i]), row, server=server)
+        return _Pending(int(p.ts[i]), server=server)
 
     def _offer(self, batch: Batch, h: Headers, i: int, n: int, begin: int, end: int,
                pend: _Pending) -> bool:
