@@ -31,7 +31,7 @@ from .rules import RuleSet
 from .sources.batch import MAX_CAPLEN
 from .sources.pcap import CHAIN, MAGICS, find_record
 from .sources.pcapng import CHAIN as BLOCK_CHAIN
-from .sources.pcapng import SHB_TYPE, find_split_block, leading_state
+from .sources.pcapng import SHB_TYPE, find_block, leading_state
 from .sources.ranges import ByteRange, RangeReport
 
 __all__ = ["SPLIT_MIN_BYTES", "analyze_split", "find_record", "plan_ranges"]
@@ -98,8 +98,8 @@ def _plan_pcapng(path: str, size: int, points: Sequence[int]) -> list[ByteRange]
             window = np.frombuffer(fh.read(SEARCH + BLOCK_CHAIN * _BLOCK_MAX), np.uint8)
             if window.size == 0:
                 break
-            found = int(find_split_block.compiled(window, 0, state.big, len(state.interfaces),
-                                                  BLOCK_CHAIN))
+            found = int(find_block.compiled(window, 0, state.big, BLOCK_CHAIN,
+                                            len(state.interfaces)))
             if found >= 0 and found < SEARCH and offset + found < size:
                 starts.append(offset + found)
     if len(starts) < 2:

@@ -26,7 +26,7 @@ from ._input import WINDOW, ByteInput
 from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
 from .ranges import Interface, RangeReport, SectionState
 
-__all__ = ["SHB_TYPE", "PcapngReader", "find_split_block", "leading_state", "walk_pcapng"]
+__all__ = ["SHB_TYPE", "PcapngReader", "find_block", "leading_state", "walk_pcapng"]
 
 SHB_TYPE = 0x0A0D0D0A
 IDB_TYPE = 1
@@ -137,11 +137,16 @@ def plausible_type(btype):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def find_split_block(buf, start, big, n_if, chain):  # type: ignore[no-untyped-def]
-    """Like :func:`find_block`, stricter, to start a byte range: every block of the
-    chain has a plausible type, and each packet block names one of the ``n_if``
-    interfaces and holds its captured bytes within its length."""
+def find_block(buf, start, big, chain, n_if):  # type: ignore[no-untyped-def]
+    """The first offset >= ``start`` in ``buf`` (4-aligned from ``start``) where
+    ``chain`` consecutive well-formed blocks follow one another (length a multiple of
+    4, at least 12, repeated in the trailer), or reach the end of ``buf``; -1 if none.
+
+    With ``n_if`` >= 0, stricter, to start a byte range: every block of the chain also
+    has a plausible type, and each packet block names one of the ``n_if`` interfaces
+    and holds its captured bytes within its length."""
     end = buf.shape[0]
+    strict = n_if >= 0
     for cand in range(start, end - 12 + 1, 4):
         pos = cand
         ok = True
@@ -153,8 +158,8 @@ def find_split_block(buf, start, big, n_if, chain):  # type: ignore[no-untyped-d
                 break
             btype = be32(buf, pos) if big else le32(buf, pos)
             blen = be32(buf, pos + 4) if big else le32(buf, pos + 4)
-            if (not plausible_type(btype) or blen < 12 or blen % 4 != 0
-                    or blen > 16 * 1024 * 1024 or pos + blen > end):
+            if blen < 12 or blen % 4 != 0 or blen > 16 * 1024 * 1024 or pos + blen > end \
+                    or (strict and not plausible_type(btype)):
                 ok = False
                 break
             t = pos + blen - 4
@@ -162,8 +167,8 @@ def find_split_block(buf, start, big, n_if, chain):  # type: ignore[no-untyped-d
             if trail != blen:
                 ok = False
                 break
-            b = pos + 8
-            if btype == 6:
+            if strict and btype == 6:
+                b = pos + 8
                 if blen < 32:
                     ok = False
                     break
@@ -172,37 +177,7 @@ def find_split_block(buf, start, big, n_if, chain):  # type: ignore[no-untyped-d
                 if iface >= n_if or 32 + (incl + 3) // 4 * 4 > blen:
                     ok = False
                     break
-            elif btype == 3 and (blen < 16 or n_if < 1):
-                ok = False
-                break
-            pos += blen
-        if ok:
-            return cand
-    return -1
-
-
-@kernel
-def find_block(buf, start, big, chain):  # type: ignore[no-untyped-def]
-    """The first offset >= ``start`` in ``buf`` (4-aligned from ``start``) where
-    ``chain`` consecutive well-formed blocks follow one another (length a multiple of
-    4, at least 12, repeated in the trailer), or reach the end of ``buf``; -1 if none."""
-    end = buf.shape[0]
-    for cand in range(start, end - 12 + 1, 4):
-        pos = cand
-        ok = True
-        for _ in range(chain):
-            if pos == end:
-                break
-            if pos + 12 > end:
-                ok = False
-                break
-            blen = be32(buf, pos + 4) if big else le32(buf, pos + 4)
-            if blen < 12 or blen % 4 != 0 or blen > 16 * 1024 * 1024 or pos + blen > end:
-                ok = False
-                break
-            t = pos + blen - 4
-            trail = be32(buf, t) if big else le32(buf, t)
-            if trail != blen:
+            elif strict and btype == 3 and (blen < 16 or n_if < 1):
                 ok = False
                 break
             pos += blen
@@ -367,7 +342,7 @@ class PcapngReader:
         find = find_block.select(self.compiled)
         while True:
             buf, eof = self._view(start)
-            found = int(find(buf, 0, self.big, CHAIN))
+            found = int(find(buf, 0, self.big, CHAIN, -1))
             if found >= 0:
                 return start + found
             if eof or len(buf) <= overlap:
