@@ -2,23 +2,41 @@
 
 The few loops that walk variable-length data (capture records, header chains) are
 written once, as plain Python over numpy arrays in the subset numba compiles. Large
-inputs run the compiled version (cached on disk, so a second run pays no
-compilation); tiny inputs run the same source interpreted, which skips importing
-numba and keeps a small capture's whole run short.
+inputs run the compiled version; tiny inputs run the same source interpreted, which
+skips importing numba and keeps a small capture's whole run short.
+
+The compiled version comes, in order of preference, from:
+
+1. the extension module ``classifier._kernels`` that installing the package builds
+   ahead of time (:mod:`classifier._aot`): it loads in a millisecond, where
+   importing numba and loading its cache takes about half a second of every run;
+2. numba's just-in-time compiler, cached on disk, so that a second run pays no
+   compilation. This serves any call the extension module does not cover: a module
+   built from other sources than the running ones (each export's name carries a
+   fingerprint of its source), argument types it was not built for, or no module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib
 import os
 import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 __all__ = ["COMPILE_THRESHOLD", "Kernel", "kernel"]
 
 #: Inputs below this many bytes run interpreted; importing numba costs more than it saves.
 COMPILE_THRESHOLD = int(os.environ.get("O365_TRAFFIC_COMPILE_THRESHOLD", 1 << 20))
+#: ``0`` ignores the ahead-of-time module (to compare it with numba's compiler).
+USE_AOT = os.environ.get("O365_TRAFFIC_AOT", "1") != "0"
+#: The ahead-of-time module's import name.
+AOT_MODULE = "classifier._kernels"
 
 
 _context_ready = False
@@ -51,6 +69,121 @@ def _numba() -> types.ModuleType:
     return numba
 
 
+def arg_key(arg: Any) -> str | None:
+    """How an argument is typed, in the terms of the ahead-of-time exports' names:
+    ``i``, ``b``, ``f`` for scalars; ``<dtype><ndim><c|a><w|r>`` for arrays
+    (contiguous or any layout, writable or read-only); None for anything else."""
+    if isinstance(arg, np.ndarray):
+        flags = arg.flags
+        return (f"{arg.dtype.name}{arg.ndim}{'c' if flags.c_contiguous else 'a'}"
+                f"{'w' if flags.writeable else 'r'}")
+    if isinstance(arg, bool | np.bool_):
+        return "b"
+    if isinstance(arg, int | np.integer):
+        return "i"
+    if isinstance(arg, float | np.floating):
+        return "f"
+    return None
+
+
+def _accepts(slot: str, key: str | None) -> bool:
+    """Whether an export's parameter ``slot`` takes an argument typed ``key``: a
+    read-only parameter takes a writable array, an any-layout one a contiguous one."""
+    if key is None:
+        return False
+    if slot == key or len(slot) == 1 or len(key) == 1:
+        return slot == key
+    if slot[:-2] != key[:-2]:
+        return False
+    return (slot[-2] == "a" or key[-2] == "c") and (slot[-1] == "r" or key[-1] == "w")
+
+
+def fingerprint(kernel: Kernel) -> str:
+    """A digest of what a compiled kernel is made of: its bytecode and constants, the
+    module-level values it reads, and the same of the kernels it calls. An
+    ahead-of-time export is used only while the running sources give the same digest,
+    so an edited kernel never runs stale machine code."""
+    h = hashlib.sha256(f"{sys.version_info[:2]} numpy {np.__version__.split('.')[0]}".encode())
+    seen: set[int] = set()
+
+    def code(co: types.CodeType, glb: dict[str, Any]) -> None:
+        h.update(co.co_code)
+        h.update(repr((co.co_names, co.co_varnames, co.co_argcount)).encode())
+        for const in co.co_consts:
+            if isinstance(const, types.CodeType):
+                code(const, glb)
+            else:
+                h.update(repr(const).encode())
+        for name in co.co_names:
+            value = glb.get(name)
+            if isinstance(value, Kernel):
+                visit(value)
+            elif isinstance(value, int | float | str | bytes | tuple | np.number):
+                h.update(f"{name}={value!r}".encode())
+            elif isinstance(value, types.ModuleType):
+                h.update(f"{name}:{value.__name__}".encode())
+
+    def visit(k: Kernel) -> None:
+        if id(k) in seen:
+            return
+        seen.add(id(k))
+        h.update(f"{k.py.__module__}.{k.__name__}{k.inline}{k.py.__defaults__!r}".encode())
+        code(k.py.__code__, k.py.__globals__)
+
+    visit(kernel)
+    return h.hexdigest()[:16]
+
+
+def export_prefix(kernel: Kernel) -> str:
+    """The start of the names under which the ahead-of-time module exports ``kernel``
+    built from the running sources; the argument keys follow, joined by ``_``."""
+    return f"{kernel.py.__module__.replace('.', '_')}_{kernel.__name__}__{fingerprint(kernel)}__"
+
+
+_aot_module: types.ModuleType | bool | None = False  # False: not looked for yet
+
+
+def _aot() -> types.ModuleType | None:
+    global _aot_module
+    if _aot_module is False:
+        _aot_module = None
+        if USE_AOT:
+            with contextlib.suppress(ImportError):
+                _aot_module = importlib.import_module(AOT_MODULE)
+    return _aot_module  # type: ignore[return-value]
+
+
+class _Dispatch:
+    """Calls the ahead-of-time export made for the arguments' types, or else the
+    just-in-time kernel. The exports do not check their arguments (a wrong dtype
+    would be read as another), so their types are matched here, once per call."""
+
+    def __init__(self, kernel: Kernel, exports: list[tuple[tuple[str, ...], Callable[..., Any]]]
+                 ) -> None:
+        self.kernel = kernel
+        self.exports = exports
+        self.chosen: dict[tuple[str | None, ...], Callable[..., Any]] = {}
+        self.__name__ = kernel.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        keys = tuple(arg_key(a) for a in args)
+        func = self.chosen.get(keys)
+        if func is None:
+            func = self._choose(keys)
+        return func(*args)
+
+    def _choose(self, keys: tuple[str | None, ...]) -> Callable[..., Any]:
+        func: Callable[..., Any] | None = None
+        for slots, export in self.exports:
+            if len(slots) == len(keys) and all(map(_accepts, slots, keys)):
+                func = export
+                break
+        if func is None:
+            func = self.kernel.jit
+        self.chosen[keys] = func
+        return func
+
+
 class Kernel:
     """A kernel with an interpreted and a lazily compiled form of the same source."""
 
@@ -60,26 +193,48 @@ class Kernel:
         self.inline = inline
         self._interpreted = interpreted or func
         self._compiled: Callable[..., Any] | None = None
+        self._jit: Callable[..., Any] | None = None
         self.__name__ = func.__name__
         self.__doc__ = func.__doc__
 
     @property
     def compiled(self) -> Callable[..., Any]:
+        """The ahead-of-time exports of this kernel when there are any for the running
+        sources, else the just-in-time kernel."""
         if self._compiled is None:
-            numba = _numba()
-
-            # Kernels calling kernels: the compiled caller must see compiled callees.
-            glb = dict(self.py.__globals__)
-            for name in self.py.__code__.co_names:
-                if isinstance(glb.get(name), Kernel):
-                    glb[name] = glb[name].compiled
-            func = types.FunctionType(self.py.__code__, glb, self.py.__name__,
-                                      self.py.__defaults__, self.py.__closure__)
-            func.__qualname__ = self.py.__qualname__
-            func.__module__ = self.py.__module__
-            options: dict[str, Any] = {"inline": "always"} if self.inline else {}
-            self._compiled = numba.njit(cache=True, nogil=True, **options)(func)
+            module = _aot()
+            exports = []
+            if module is not None and not self.inline:
+                prefix = export_prefix(self)
+                for name in dir(module):
+                    if name.startswith(prefix):
+                        slots = tuple(name[len(prefix):].split("_"))
+                        exports.append((slots, getattr(module, name)))
+            self._compiled = _Dispatch(self, exports) if exports else self.jit
         return self._compiled
+
+    @property
+    def python(self) -> types.FunctionType:
+        """The source function whose calls to kernels call their numba dispatchers:
+        what numba compiles, just in time or ahead of time."""
+        glb = dict(self.py.__globals__)
+        for name in self.py.__code__.co_names:
+            if isinstance(glb.get(name), Kernel):
+                glb[name] = glb[name].jit
+        func = types.FunctionType(self.py.__code__, glb, self.py.__name__,
+                                  self.py.__defaults__, self.py.__closure__)
+        func.__qualname__ = self.py.__qualname__
+        func.__module__ = self.py.__module__
+        return func
+
+    @property
+    def jit(self) -> Callable[..., Any]:
+        """The kernel compiled by numba just in time (from numba's cache if it has it)."""
+        if self._jit is None:
+            numba = _numba()
+            options: dict[str, Any] = {"inline": "always"} if self.inline else {}
+            self._jit = numba.njit(cache=True, nogil=True, **options)(self.python)
+        return self._jit
 
     def __call__(self, *args: Any) -> Any:
         """Run interpreted: this is how kernels call kernels in interpreted mode."""
