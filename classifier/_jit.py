@@ -69,33 +69,49 @@ def _numba() -> types.ModuleType:
     return numba
 
 
-def arg_key(arg: Any) -> str | None:
-    """How an argument is typed, in the terms of the ahead-of-time exports' names:
-    ``i``, ``b``, ``f`` for scalars; ``<dtype><ndim><c|a><w|r>`` for arrays
-    (contiguous or any layout, writable or read-only); None for anything else."""
-    if isinstance(arg, np.ndarray):
+# Scalar argument kinds; array kinds are non-negative (see arg_key).
+_INT, _FLAG, _FLOAT = -1, -2, -3
+_SCALARS = {"i": _INT, "b": _FLAG, "f": _FLOAT}
+
+
+def arg_key(arg: Any) -> int | None:
+    """How an argument is typed, as a small integer: ``(dtype number << 8) | (ndim << 2)
+    | (contiguous << 1) | writable`` for an array, a negative kind for an integer, a
+    flag or a float, None for anything else. (Cheap: it is taken for every argument of
+    every call.)"""
+    if type(arg) is np.ndarray:
         flags = arg.flags
-        return (f"{arg.dtype.name}{arg.ndim}{'c' if flags.c_contiguous else 'a'}"
-                f"{'w' if flags.writeable else 'r'}")
+        return ((arg.dtype.num << 8) | (arg.ndim << 2) | (flags.c_contiguous << 1)
+                | flags.writeable)
     if isinstance(arg, bool | np.bool_):
-        return "b"
+        return _FLAG
     if isinstance(arg, int | np.integer):
-        return "i"
+        return _INT
     if isinstance(arg, float | np.floating):
-        return "f"
+        return _FLOAT
     return None
 
 
-def _accepts(slot: str, key: str | None) -> bool:
-    """Whether an export's parameter ``slot`` takes an argument typed ``key``: a
-    read-only parameter takes a writable array, an any-layout one a contiguous one."""
+def slot_key(slot: str) -> int:
+    """The key of a parameter type as the exports' names spell it: ``i``, ``b``, ``f``
+    for scalars; ``<dtype><ndim><c|a><w|r>`` for arrays (contiguous or any layout,
+    writable or read-only)."""
+    if slot in _SCALARS:
+        return _SCALARS[slot]
+    dtype, ndim, layout, access = slot[:-3], int(slot[-3]), slot[-2], slot[-1]
+    return ((np.dtype(dtype).num << 8) | (ndim << 2) | ((layout == "c") << 1)
+            | (access == "w"))
+
+
+def _accepts(slot: int, key: int | None) -> bool:
+    """Whether an export's parameter (its :func:`slot_key`) takes an argument typed
+    ``key``: a read-only parameter takes a writable array too, an any-layout one a
+    contiguous one; nothing else differs."""
     if key is None:
         return False
-    if slot == key or len(slot) == 1 or len(key) == 1:
+    if slot < 0 or key < 0:
         return slot == key
-    if slot[:-2] != key[:-2]:
-        return False
-    return (slot[-2] == "a" or key[-2] == "c") and (slot[-1] == "r" or key[-1] == "w")
+    return (slot >> 2) == (key >> 2) and not (slot & ~key & 3)
 
 
 def fingerprint(kernel: Kernel) -> str:
@@ -161,18 +177,18 @@ class _Dispatch:
     def __init__(self, kernel: Kernel, exports: list[tuple[tuple[str, ...], Callable[..., Any]]]
                  ) -> None:
         self.kernel = kernel
-        self.exports = exports
-        self.chosen: dict[tuple[str | None, ...], Callable[..., Any]] = {}
+        self.exports = [(tuple(map(slot_key, slots)), f) for slots, f in exports]
+        self.chosen: dict[tuple[int | None, ...], Callable[..., Any]] = {}
         self.__name__ = kernel.__name__
 
     def __call__(self, *args: Any) -> Any:
-        keys = tuple(arg_key(a) for a in args)
+        keys = tuple(map(arg_key, args))
         func = self.chosen.get(keys)
         if func is None:
             func = self._choose(keys)
         return func(*args)
 
-    def _choose(self, keys: tuple[str | None, ...]) -> Callable[..., Any]:
+    def _choose(self, keys: tuple[int | None, ...]) -> Callable[..., Any]:
         func: Callable[..., Any] | None = None
         for slots, export in self.exports:
             if len(slots) == len(keys) and all(map(_accepts, slots, keys)):

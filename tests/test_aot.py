@@ -19,7 +19,8 @@ import pytest
 import classifier
 from classifier import _jit
 from classifier._aot import KERNELS, kernel_of, numba_type
-from classifier._jit import Kernel, _accepts, _Dispatch, arg_key, export_prefix, fingerprint
+from classifier._jit import (Kernel, _accepts, _Dispatch, arg_key, export_prefix, fingerprint,
+                            slot_key)
 
 ROOT = Path(__file__).resolve().parents[1]
 REBUILD = "rebuild it with `python -m classifier._aot` (or `pip install -e .`)"
@@ -119,13 +120,16 @@ def test_ahead_of_time_and_just_in_time_kernels_agree(rules: str) -> None:
 def test_argument_keys() -> None:
     ro = np.zeros(4, np.uint8)
     ro.setflags(write=False)
-    assert arg_key(ro) == "uint81cr"
-    assert arg_key(np.zeros((2, 3), np.int64)) == "int642cw"
-    assert arg_key(np.zeros(8, np.int32)[::2]) == "int321aw"
-    assert arg_key(np.zeros(2, bool)) == "bool1cw"
+    assert arg_key(ro) == slot_key("uint81cr")
+    assert arg_key(np.zeros((2, 3), np.int64)) == slot_key("int642cw")
+    assert arg_key(np.zeros(8, np.int32)[::2]) == slot_key("int321aw")
+    assert arg_key(np.zeros(2, bool)) == slot_key("bool1cw")
     assert [arg_key(v) for v in (True, np.bool_(False), 3, np.uint16(3), 2.5)] == \
-        ["b", "b", "i", "i", "f"]
+        [slot_key(k) for k in "bbiif"]
     assert arg_key(None) is None and arg_key((1, 2)) is None
+    keys = [slot_key(f"{t}{n}{c}{w}") for t in ("uint8", "int8", "int64", "uint64", "bool")
+            for n in (1, 2) for c in "ca" for w in "wr"]
+    assert len(set(keys)) == len(keys) and min(keys) >= 0
 
 
 @pytest.mark.parametrize(("slot", "key", "ok"), [
@@ -138,7 +142,7 @@ def test_argument_keys() -> None:
 ])
 def test_a_slot_takes_only_what_the_export_can_read(slot: str, key: str | None,
                                                      ok: bool) -> None:
-    assert _accepts(slot, key) is ok
+    assert _accepts(slot_key(slot), None if key is None else slot_key(key)) is ok
 
 
 def _toy_kernel(source: str, where: Path | None = None) -> Kernel:
