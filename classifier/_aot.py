@@ -29,7 +29,7 @@ __all__ = ["KERNELS", "build", "numba_type"]
 BYTES = "uint81cr"  # a capture's or ring's bytes, never written
 U8, I8, U16, I32, U32 = "uint81cw", "int81cw", "uint161cw", "int321cw", "uint321cw"
 I64, U64, BOOL = "int641cw", "uint641cw", "bool1cw"
-I64_2, I8_2, U64_2 = "int642cw", "int82cw", "uint642cw"
+I64_2, I8_2, U64_2, I64_3 = "int642cw", "int82cw", "uint642cw", "int643cw"
 INT, FLAG = "i", "b"
 
 #: Every kernel the pipeline calls from Python, with its parameters' types.
@@ -44,6 +44,9 @@ KERNELS: dict[str, tuple[str, ...]] = {
         (BYTES, I64, I64, I64, U8, U8, U16, U16, U8, U32, U64, U64, U64, U64, U8, U8, I32,
          U8, I32, I32),
     "classifier.measures:tally": (I32, I64, I64, U8, I64, I64, I64, I64, I64),
+    "classifier.measures:count_details":
+        (I32, I64, U64, U64, U64, U64, U8, U8, BOOL, U64, U64, BOOL, I64, I64, I64_3, I64_3,
+         I64_3, I64_3, I64),
     "classifier.flows:place_flows": (I64_2, INT, I64),
     "classifier.flows:find_flows": (I64_2, I64, I64_2, INT),
     "classifier.flows:update_flows":

@@ -317,8 +317,13 @@ class FlowTable:
         self.slots = np.zeros(_pow2(capacity * 2), np.int64)
 
     def add(self, h: Headers, cat: np.ndarray, side: np.ndarray, wire: np.ndarray,
-            ts: np.ndarray, bins: np.ndarray, rows: np.ndarray, active: np.ndarray) -> None:
-        """Add a batch (``bins``/``active``: the series, see :func:`update_flows`)."""
+            ts: np.ndarray, bins: np.ndarray, rows: np.ndarray, active: np.ndarray,
+            ip: np.ndarray | None = None) -> None:
+        """Add a batch (``bins``/``active``: the series, see :func:`update_flows`;
+        ``ip``: the IP version column to use instead of the headers', 0 where a packet
+        is to be passed over)."""
+        if ip is None:
+            ip = h.ip
         kern = update_flows.select(self.compiled)
         start = 0
         n = len(h)
@@ -336,7 +341,7 @@ class FlowTable:
                 h.proto[sl], h.src_hi[sl].view(np.int64), h.src_lo[sl].view(np.int64),
                 h.dst_hi[sl].view(np.int64), h.dst_lo[sl].view(np.int64),
                 h.sport[sl], h.dport[sl], side[sl], h.tcp_flags[sl], cat[sl], self.other,
-                wire[sl], ts[sl], h.dscp[sl], h.ip[sl], h.name[sl], bins[sl] if bins.size else bins,
+                wire[sl], ts[sl], h.dscp[sl], ip[sl], h.name[sl], bins[sl] if bins.size else bins,
                 rows[sl] if rows.size else rows, active, self.slots, self.keys, self.stats,
                 self.dscp_val, self.dscp_cnt, self.count, self.idle_timeout_ns, hold_until,
                 *ev,

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._jit import kernel
 from .decode import Headers
+from .prefixes import find_interval
 
 __all__ = [
     "DEFAULT_INSIDE",
@@ -26,6 +27,7 @@ __all__ = [
     "EXPECTED_DSCP",
     "Inside",
     "Series",
+    "count_details",
     "directions_of",
     "parse_duration",
     "tally",
@@ -57,6 +59,48 @@ def tally(cat, wire, cap, anomaly, ts, packets, nbytes, anomalies, span):  # typ
     return over
 
 
+@kernel
+def count_details(cat, wire, src_hi, src_lo, dst_hi, dst_lo, ip, dscp, skip, starts_hi,  # type: ignore[no-untyped-def]
+                  starts_lo, inside, expected, rows, directions, qos, s_packets, s_bytes,
+                  out_direction):
+    """Directions, QoS and series of a batch in one pass: each packet's direction
+    (into ``out_direction``) from which of its addresses are inside (``inside`` flags
+    the address intervals beginning at ``starts``), its count and bytes per category
+    and direction (``directions``), its DSCP against its category's ``expected`` one
+    (``qos``), and per series row (``s_packets``, ``s_bytes``). Packets flagged in
+    ``skip`` (held back: counted later) are left out; ``skip`` may be empty."""
+    skipping = skip.shape[0] > 0
+    for i in range(cat.shape[0]):
+        if skipping and skip[i]:
+            continue
+        if ip[i] == 0:
+            d = 2  # local: frames without IP
+        else:
+            s_in = inside[find_interval(starts_hi, starts_lo, src_hi[i], src_lo[i])]
+            d_in = inside[find_interval(starts_hi, starts_lo, dst_hi[i], dst_lo[i])]
+            if s_in and d_in:
+                d = 2
+            elif s_in:
+                d = 0
+            elif d_in:
+                d = 1
+            else:
+                d = 3
+        out_direction[i] = d
+        c = cat[i]
+        w = wire[i]
+        directions[c, d, 0] += 1
+        directions[c, d, 1] += w
+        e = expected[c]
+        if e >= 0:
+            qos[c, d, 0] += 1
+            if dscp[i] == e:
+                qos[c, d, 1] += 1
+        r = rows[i]
+        s_packets[r, c, d] += 1
+        s_bytes[r, c, d] += w
+
+
 DIRECTIONS = ("upload", "download", "local", "external")
 UPLOAD, DOWNLOAD, LOCAL, EXTERNAL = range(4)
 
@@ -77,6 +121,7 @@ class Inside:
     def __init__(self, cidrs: Sequence[str] = DEFAULT_INSIDE) -> None:
         nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
         self.cidrs = tuple(str(n) for n in nets)
+        self.starts_hi, self.starts_lo, self.flags = _intervals(nets)
         spans = sorted((0xFFFF00000000 | int(n.network_address),
                         0xFFFF00000000 | int(n.broadcast_address))
                        for n in nets if n.version == 4)
@@ -111,6 +156,47 @@ class Inside:
                     hit |= ((h6 & mask_hi) == net_hi) & ((l6 & mask_lo) == net_lo)
                 out[six] = hit
         return out
+
+
+_MAPPED = (0xFFFF << 32, (0xFFFF << 32) | 0xFFFFFFFF)  # IPv4-mapped addresses
+
+
+def _intervals(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 128-bit address line cut into intervals (starts as hi and lo halves, the
+    first at 0) flagged inside or not, for :func:`count_details`. IPv4 networks are
+    IPv4-mapped; IPv6 networks never cover the IPv4-mapped block (an IPv4 address is
+    inside only by an IPv4 network), as in :class:`Inside`."""
+    spans: list[tuple[int, int]] = []
+    for n in nets:
+        first, last = int(n.network_address), int(n.broadcast_address)
+        if n.version == 4:
+            spans.append((_MAPPED[0] | first, _MAPPED[0] | last))
+            continue
+        if first < _MAPPED[0]:
+            spans.append((first, min(last, _MAPPED[0] - 1)))
+        if last > _MAPPED[1]:
+            spans.append((max(first, _MAPPED[1] + 1), last))
+    spans.sort()
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    starts, flags = [0], [False]
+    for lo, hi in merged:
+        if lo == starts[-1]:
+            flags[-1] = True
+        else:
+            starts.append(lo)
+            flags.append(True)
+        if hi + 1 < 1 << 128:
+            starts.append(hi + 1)
+            flags.append(False)
+    mask = (1 << 64) - 1
+    return (np.array([v >> 64 for v in starts], np.uint64),
+            np.array([v & mask for v in starts], np.uint64), np.array(flags, np.bool_))
 
 
 def directions_of(h: Headers, inside: Inside) -> np.ndarray:

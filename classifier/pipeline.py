@@ -27,6 +27,7 @@ from .measures import (
     EXPECTED_DSCP,
     Inside,
     Series,
+    count_details,
     directions_of,
     tally,
 )
@@ -83,6 +84,9 @@ class Options:
         return self.interval_ns or 1_000_000_000
 
 
+_NO_SKIP = np.zeros(0, np.bool_)
+
+
 class Aggregator:
     """Counters for one capture (or byte range), filled batch by batch."""
 
@@ -131,12 +135,15 @@ class Aggregator:
 
     def add(self, p: Packets) -> None:
         """Count a batch of classified packets (but those it holds back)."""
-        if p.held is not None and self.options.details:
+        if p.held is not None and self.options.details and not self.compiled:
             p = p.counted()
         if not len(p):
             return
         cat, side, wire, cap, ts, h = p.cat, p.side, p.wire, p.cap, p.ts, p.h
         k, nd = self.k, len(DIRECTIONS)
+        held = p.held
+        if held is not None and held.size >= len(p):
+            return  # all held back: counted when released
         if self.compiled:
             # One pass for the counters and the time span (it starts inverted).
             first = self.first_ts if self.first_ts is not None else np.iinfo(np.int64).max
@@ -145,7 +152,6 @@ class Aggregator:
             self.caplen_over_wire += int(tally.compiled(
                 cat, wire, cap, h.anomaly, ts, self.packets, self.bytes, self.anomaly_codes,
                 span))
-            hi = int(ts.max()) if self.options.details else 0
         else:
             self.packets += np.bincount(cat, minlength=k)
             # float64 weights are exact: a batch holds far less than 2**53 bytes.
@@ -158,41 +164,64 @@ class Aggregator:
         # The held-back packets' times count now or later alike: they are all counted
         # in the end, and first and last times are a minimum and a maximum.
         self.first_ts, self.last_ts = int(span[0]), int(span[1])
-        if p.held is not None:
+        skip = _NO_SKIP
+        if held is not None:
             # Counters only: take the few held-back packets out again rather than
             # copying the batch without them.
-            held = p.held
             self.packets -= np.bincount(cat[held], minlength=k)
             self.bytes -= np.bincount(cat[held], weights=wire[held], minlength=k).astype(
                 np.int64)
             self.anomaly_codes -= np.bincount(h.anomaly[held],
                                               minlength=self.anomaly_codes.size)
             self.caplen_over_wire -= int(np.count_nonzero(cap[held] > wire[held]))
+            skip = np.zeros(len(p), np.bool_)
+            skip[held] = True
         if not self.options.details:
             return
-        direction = directions_of(h, self.inside)
-        cd = cat * nd + direction
         r = self.result
         assert r.directions is not None and r.qos is not None and r.series is not None
-        r.directions[:, :, 0] += np.bincount(cd, minlength=k * nd).reshape(k, nd)
-        r.directions[:, :, 1] += np.bincount(cd, weights=wire, minlength=k * nd).astype(
-            np.int64).reshape(k, nd)
-        expected = self.expected[cat]
-        media = expected >= 0
-        if media.any():
-            marked = media & (h.dscp == expected)
-            r.qos[:, :, 0] += np.bincount(cd[media], minlength=k * nd).reshape(k, nd)
-            r.qos[:, :, 1] += np.bincount(cd[marked], minlength=k * nd).reshape(k, nd)
         series = r.series
-        bins = ts // series.interval_ns
+        if held is None:
+            hi = int(ts.max())
+            bins = ts // series.interval_ns
+        else:
+            # The held-back packets make no series row: they take a counted packet's.
+            hi = int(ts[~skip].max())
+            bins = ts // series.interval_ns
+            bins[held] = bins[int(np.argmin(skip))]
         rows = series.rows(bins)
         if series.n_rows > series.MAX_ROWS:
             series = self._coarsen()
             bins = ts // series.interval_ns
+            if held is not None:
+                bins[held] = bins[int(np.argmin(skip))]
             rows = series.rows(bins)
-        series.add(rows, cat, direction, wire)
+        if self.compiled:
+            direction = np.empty(len(p), np.int64)
+            inside = self.inside
+            count_details.compiled(
+                cat, wire, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.ip, h.dscp, skip,
+                inside.starts_hi, inside.starts_lo, inside.flags, self.expected, rows,
+                r.directions, r.qos, series.packets, series.bytes, direction)
+        else:
+            direction = directions_of(h, self.inside)
+            cd = cat * nd + direction
+            r.directions[:, :, 0] += np.bincount(cd, minlength=k * nd).reshape(k, nd)
+            r.directions[:, :, 1] += np.bincount(cd, weights=wire, minlength=k * nd).astype(
+                np.int64).reshape(k, nd)
+            expected = self.expected[cat]
+            media = expected >= 0
+            if media.any():
+                marked = media & (h.dscp == expected)
+                r.qos[:, :, 0] += np.bincount(cd[media], minlength=k * nd).reshape(k, nd)
+                r.qos[:, :, 1] += np.bincount(cd[marked], minlength=k * nd).reshape(k, nd)
+            series.add(rows, cat, direction, wire)
         if self.flow_table is not None:
-            self.flow_table.add(h, cat, side, wire, ts, bins, rows, series.active)
+            ip = h.ip
+            if held is not None:  # the flow table passes over packets without IP
+                ip = ip.copy()
+                ip[held] = 0
+            self.flow_table.add(h, cat, side, wire, ts, bins, rows, series.active, ip=ip)
             # Expire idle flows now and then, not on every batch.
             if self._next_expiry is None:
                 self._next_expiry = hi + self.options.idle_timeout_ns

@@ -65,3 +65,25 @@ def test_results_do_not_depend_on_batch_size(pcaps_dir: Path,
             rules = classifier.load_rules()
             got = classifier.analyze_capture(path, compile_rules(rules), compiled=compiled)
             assert got.to_dict() == want
+
+
+@pytest.mark.parametrize("max_packets", [1, 5, 64])
+def test_details_do_not_depend_on_batch_size_or_the_compiler(
+        pcaps_dir: Path, monkeypatch: pytest.MonkeyPatch, max_packets: int) -> None:
+    """Directions, QoS, the series and flow records: compiled (one pass, held-back
+    fragments passed over in place) and interpreted (numpy, held-back fragments
+    copied out) agree, whatever the batches, with fragments held across batches."""
+    import classifier.pipeline as pipeline
+    from classifier.pipeline import Options
+    from classifier.sources import open_capture
+
+    paths = [str(pcaps_dir / n) for n in ("ipv4.pcap", "ipv6.pcap", "office365-mix.pcap")]
+    options = Options(interval_ns=100_000_000)
+    expected = [classifier.analyze(p, options=options).to_dict() for p in paths]
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=max_packets))
+    for path, want in zip(paths, expected, strict=True):
+        for compiled in (False, True):
+            got = classifier.analyze_capture(path, compile_rules(classifier.load_rules()),
+                                             compiled=compiled, options=options)
+            assert got.to_dict() == want, (path, compiled)

@@ -15,6 +15,7 @@ from scapy.layers.l2 import Ether
 
 import classifier
 from classifier.measures import Inside, Series, parse_duration
+from classifier.prefixes import find_interval
 from classifier.pipeline import Options
 from tests import writers
 
@@ -50,6 +51,15 @@ def test_inside_equals_ipaddress(nets: list[str], addrs: list[str]) -> None:
             for a in addrs]
     want = [any(ip in n for n in parsed if n.version == ip.version) for ip in norm]
     assert inside(hi, lo).tolist() == want
+    # The same as address intervals, as the compiled pass looks them up.
+    assert inside.starts_hi[0] == 0 and inside.starts_lo[0] == 0
+    starts = [(int(a) << 64) | int(b) for a, b in zip(inside.starts_hi, inside.starts_lo,
+                                                     strict=True)]
+    assert starts == sorted(set(starts))
+    found = [bool(inside.flags[find_interval.py(inside.starts_hi, inside.starts_lo,
+                                                int(h), int(low))])
+             for h, low in zip(hi, lo, strict=True)]
+    assert found == want
 
 
 @pytest.mark.parametrize(("text", "ns"), [("1s", 10**9), ("100ms", 10**8), ("5m", 3 * 10**11),
