@@ -29,7 +29,8 @@ __all__ = ["KERNELS", "build", "numba_type"]
 BYTES = "uint81cr"  # a capture's or ring's bytes, never written
 U8, I8, U16, I32, U32 = "uint81cw", "int81cw", "uint161cw", "int321cw", "uint321cw"
 I64, U64, BOOL = "int641cw", "uint641cw", "bool1cw"
-I64_2, I8_2, U64_2, I64_3 = "int642cw", "int82cw", "uint642cw", "int643cw"
+I64_2, I8_2, U64_2, I32_2 = "int642cw", "int82cw", "uint642cw", "int322cw"
+I64_3 = "int643cw"
 INT, FLAG = "i", "b"
 
 #: Every kernel the pipeline calls from Python, with its parameters' types.
@@ -52,13 +53,13 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "classifier.flows:update_flows":
         (U8, I64, I64, I64, I64, U16, U16, I8, U8, I32, INT, I64, I64, U8, U8, I32, I64, I64,
          I64_2, I64, I64_2, I64_2, I8_2, I64_2, INT, INT, INT, I64_2, I64_2, I8_2, I64_2),
-    "classifier.prefixes:find_intervals": (U64, U64, U64, U64, I64),
+    "classifier.prefixes:find_intervals": (U64, U64, I32_2, U64, U64, I64),
     "classifier.lookup:first_rules":
-        (I64, I64, I64, I64, U64, U64, U64, U64, U64, U64, I32, U64, INT, U64_2, U64_2, U64_2,
-         U64, U64_2, U64, I32, INT, I64, I32, I8, BOOL),
+        (I64, I64, I64, I64, U64, U64, U64, U64, U64, U64, I32_2, I32, U64, INT, U64_2, U64_2,
+         I32, U64_2, U64, U64_2, U64, I32, INT, I64, I32, I8, BOOL),
     "classifier.naming:follow_flows":
-        (U8, I64, I64, I64, I64, U16, U16, U8, I64, BOOL, I64, I64, I64_2, I64, I64, I64, INT,
-         INT, I64, I64, I64),
+        (BYTES, U8, I64, I64, I64, I64, U16, U16, U8, I64, I64, I32, I64, I32, I64, I64, I64,
+         I64_2, I64, I64, I64, INT, INT, I64, I64, I64, I64),
     "classifier.live.writer:pack_records": (BYTES, I64, I64, I64, I64, U8),
     "classifier.live.ring:walk_block": (BYTES, INT, FLAG, U8, INT, I64, I64, I64, I64, INT),
 }

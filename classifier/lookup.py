@@ -25,7 +25,7 @@ import numpy as np
 
 from ._jit import kernel
 from .decode import FLAG_LATER_FRAGMENT, FLAG_PORTS, Headers
-from .prefixes import PrefixTable, find_interval
+from .prefixes import PrefixTable, find_in_block
 from .rules import PROTOCOLS, RuleSet, match_name
 
 __all__ = ["Classes", "CompiledRules", "compile_rules"]
@@ -112,16 +112,38 @@ class CompiledRules:
         self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
         self._name_cache: dict[str, np.ndarray] = {}
         self._pair_masks: tuple[np.ndarray, np.ndarray] | None = None
+        self._pair_fixed = np.zeros(0, np.int32)
         if self.conditional:
             if n_classes * n_classes * words <= 1 << 20:
                 # Port matches for every pair of classes: two gathers per packet.
                 both = (client[:, None, :] & server[None, :, :]).reshape(-1, words)
                 swapped = (client[None, :, :] & server[:, None, :]).reshape(-1, words)
                 self._pair_masks = (both, swapped)
+                self._pair_fixed = self._fixed_pairs(both, swapped)
             return
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table, self._src_client = self._pair_table(client, server)
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
+
+    def _fixed_pairs(self, both: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+        """Per pair of port classes, ``category * 4 + side + 1`` when no rule with an
+        address or name condition matches the ports (then neither the addresses nor a
+        name can change the answer: the compiled match skips its per-rule work), else
+        -1."""
+        none = len(self.rules.rules)
+        m_all = both | swapped
+        conditional = self._address_rules | self.name_rules
+        free = ~((m_all & conditional) != 0).any(axis=1)
+        rule = np.full(m_all.shape[0], none, np.int64)
+        for w in range(m_all.shape[1]):
+            fresh = (m_all[:, w] != 0) & (rule == none)
+            if fresh.any():
+                rule[fresh] = w * 64 + lowest_bit(m_all[fresh, w])
+        r = np.where(rule == none, 0, rule)
+        src = (both[np.arange(r.size), r // 64] >> (r % 64).astype(np.uint64)) & np.uint64(1)
+        side = np.where(rule == none, -1, src.astype(np.int64))
+        fixed = self.rule_category[rule].astype(np.int64) * 4 + side + 1
+        return np.where(free, fixed, -1).astype(np.int32)
 
     def _pair_table(self, client: np.ndarray, server: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Category id for every (source class, destination class) pair, and which end
@@ -263,8 +285,8 @@ class CompiledRules:
         pt = self.prefixes
         first_rules.compiled(
             k.a, k.b, k.ca, k.cb, k.src_hi, k.src_lo, k.dst_hi, k.dst_lo, pt.starts_hi,
-            pt.starts_lo, pt.interval_class, self._address_rules, self.n_classes,
-            self._pair_masks[0], self._pair_masks[1],
+            pt.starts_lo, pt.blocks, pt.interval_class, self._address_rules, self.n_classes,
+            self._pair_masks[0], self._pair_masks[1], self._pair_fixed,
             self.prefixes.class_bits, self._unconditional, rows, self.name_rules,
             self.rule_category, len(self.rules.rules), _DEBRUIJN_INDEX, cat, side, sens)
         cat[k.no_ip] = self.non_ip
@@ -342,9 +364,10 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
 
 
 @kernel
-def first_rules(a, b, ca, cb, src_hi, src_lo, dst_hi, dst_lo, starts_hi, starts_lo,  # type: ignore[no-untyped-def]
-                interval_class, addr_rules, n_classes, pair_src, pair_dst, by_address, free,
-                names, name_rules, rule_category, none, debruijn, out_cat, out_side, out_sens):
+def first_rules(a, b, ca, cb, src_hi, src_lo, dst_hi, dst_lo, starts_hi, starts_lo, blocks,  # type: ignore[no-untyped-def]
+                interval_class, addr_rules, n_classes, pair_src, pair_dst, pair_fixed,
+                by_address, free, names, name_rules, rule_category, none, debruijn, out_cat,
+                out_side, out_sens):
     """The conditional match of :class:`CompiledRules` per packet, compiled: the first
     rule's category, whether the source is its client end, and (``out_sens`` not
     empty) whether a name could change the category. ``names``: per-packet name bits,
@@ -357,6 +380,13 @@ def first_rules(a, b, ca, cb, src_hi, src_lo, dst_hi, dst_lo, starts_hi, starts_
     zero = np.uint64(0)
     for i in range(a.shape[0]):
         pair = a[i] * n_classes + b[i]
+        fixed = pair_fixed[pair]
+        if fixed >= 0:  # no conditional rule matches these ports
+            out_cat[i] = fixed >> 2
+            out_side[i] = (fixed & 3) - 1
+            if want:
+                out_sens[i] = False
+            continue
         rule = none
         named = none
         src_client = 0
@@ -369,14 +399,14 @@ def first_rules(a, b, ca, cb, src_hi, src_lo, dst_hi, dst_lo, starts_hi, starts_
             at_dst = zero
             if ps & addr_rules[w]:
                 if cb[i] < 0:
-                    cb[i] = interval_class[find_interval(starts_hi, starts_lo, dst_hi[i],
-                                                         dst_lo[i])]
+                    cb[i] = interval_class[find_in_block(starts_hi, starts_lo, blocks,
+                                                         dst_hi[i], dst_lo[i])]
                 at_dst = by_address[cb[i], w]
             at_src = zero
             if pd & addr_rules[w]:
                 if ca[i] < 0:
-                    ca[i] = interval_class[find_interval(starts_hi, starts_lo, src_hi[i],
-                                                         src_lo[i])]
+                    ca[i] = interval_class[find_in_block(starts_hi, starts_lo, blocks,
+                                                         src_hi[i], src_lo[i])]
                 at_src = by_address[ca[i], w]
             ms = ps & (at_dst | f)
             m = ms | (pd & (at_src | f))

@@ -59,13 +59,15 @@ _OPENERS[np.frombuffer(b"\x16GPHDOCT", np.uint8)] = True
 
 
 @kernel
-def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
-                 offers, ts, slots, keys, state, seen, offered, stamp, count, out_label,
-                 out_row, cand):
+def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags, at,  # type: ignore[no-untyped-def]
+                 offset, l4, cap, ipend, wire, ts, slots, keys, state, seen, offered, stamp,
+                 count, out_label, out_row, out_payload, cand):
     """Find or add the flow of each packet ``at[j]`` in the open-addressing table
     (``keys`` as in :mod:`classifier.flows`, ``state`` -1 pending or a label, ``seen``
-    the last time); ``out_label[j]`` its state, ``out_row[j]`` its row, and the
-    positions ``j`` of pending flows' packets that ``offers`` a name (payload, or UDP)
+    the last time); ``out_label[j]`` its state, ``out_row[j]`` its row,
+    ``out_payload[j]`` its transport payload bytes on the wire (TCP: the IP length
+    less the headers, the header length read from ``buf``; -1 when unknown), and the
+    positions ``j`` of pending flows' packets that offer a name (payload, or UDP)
     listed in ``cand``: the first per flow in this batch (``offered`` holds the
     ``stamp`` of the batch that last listed one).
     A TCP SYN on a named flow starts a new connection: pending
@@ -76,6 +78,14 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
     for j in range(at.shape[0]):
         i = at[j]
         pr = np.int64(proto[i])
+        doff = np.int64(8)  # UDP
+        if pr == 6:
+            doff = -1
+            if l4[i] + 13 <= cap[i]:
+                doff = (np.int64(buf[offset[i] + l4[i] + 12]) >> 4) * 4
+        end = np.int64(ipend[i]) if ipend[i] >= 0 else wire[i]
+        payload = end - l4[i] - doff if doff >= 0 else np.int64(-1)
+        out_payload[j] = payload
         row, h, _, a_hi, a_lo, b_hi, b_lo, ports = find_flow(
             slots, keys, src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], np.int64(sport[i]),
             np.int64(dport[i]), pr)
@@ -90,10 +100,10 @@ def follow_flows(proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_flags,
         elif state[row] >= 0 and pr == 6 and (tcp_flags[i] & 0x12) == 0x02:
             state[row] = -1
             offered[row] = 0
-        seen[row] = ts[j]
+        seen[row] = ts[i]
         out_row[j] = row
         out_label[j] = state[row]
-        if state[row] < 0 and offers[j] and offered[row] != stamp:
+        if state[row] < 0 and (payload != 0 or pr != 6) and offered[row] != stamp:
             offered[row] = stamp
             cand[nc] = j
             nc += 1
@@ -208,22 +218,22 @@ class Naming:
             return self._released_first(released, [p])
 
         n = sens.size
-        payload = self._payload_lengths(batch, p, sens)
-        offers = (payload != 0) | (h.proto[sens] != 6)
         label = np.empty(n, np.int64)
         row = np.empty(n, np.int64)
+        payload = np.empty(n, np.int64)
         cand = np.empty(n, np.int64)
-        kern = follow_flows.compiled if compiled else follow_flows.py
+        kern = follow_flows.select(compiled)
         t = self.table
         start = 0
         found: list[np.ndarray] = []
         while start < n:
             sl = slice(start, n)
             t.count, nc, stop = (int(v) for v in kern(
-                h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
+                batch.buf, h.proto, h.src_hi.view(np.int64), h.src_lo.view(np.int64),
                 h.dst_hi.view(np.int64), h.dst_lo.view(np.int64), h.sport, h.dport,
-                h.tcp_flags, sens[sl], offers[sl], p.ts[sens[sl]], t.slots, t.keys, t.state,
-                t.seen, t.offered, self._stamp, t.count, label[sl], row[sl], cand[sl]))
+                h.tcp_flags, sens[sl], batch.offset, h.l4, p.cap, h.ipend, p.wire, p.ts,
+                t.slots, t.keys, t.state, t.seen, t.offered, self._stamp, t.count, label[sl],
+                row[sl], payload[sl], cand[sl]))
             found.append(cand[sl][:nc] + start)
             if stop < 0:
                 break
@@ -276,7 +286,7 @@ class Naming:
             if pend is None:
                 pend = pending[r] = self._new_pending(p, i)
             if self._offer(batch, h, i, n, begin, end, pend) or \
-                    self._offer_more(batch, p, sens, row, offers, payload, j, pend):
+                    self._offer_more(batch, p, sens, row, payload, j, pend):
                 state[r] = self._finish_pending(r, released)
         for i in dns_list[d:]:
             self._learn_dns(batch, p, i)
@@ -303,7 +313,7 @@ class Naming:
         ok = np.flatnonzero(label >= 0)
         if ok.size:
             where_ok = sens[ok]
-            self._apply(p, where_ok, label[ok], classes.take(where_ok))
+            self._apply(p, where_ok, label[ok], classes)
         self._expire(now, released)
         if hold.size:
             if (h.flags[hold] & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT)).any():
@@ -346,23 +356,6 @@ class Naming:
         return self._released_first(released, [])[0]
 
     # ---- helpers ------------------------------------------------------------------
-    def _payload_lengths(self, batch: Batch, p: Packets, sens: np.ndarray) -> np.ndarray:
-        """Transport payload bytes on the wire of each sensitive packet (TCP: the IP
-        length less the headers; -1 when unknown)."""
-        h = p.h
-        l4 = h.l4[sens].astype(np.int64)
-        cap = p.cap[sens]
-        tcp = h.proto[sens] == 6
-        doff = np.full(sens.size, 8, np.int64)  # UDP
-        has = tcp & (l4 + 13 <= cap)
-        at = batch.offset[sens[has]] + l4[has] + 12
-        doff[has] = (batch.buf[at].astype(np.int64) >> 4) * 4
-        doff[tcp & ~has] = -1
-        end = h.ipend[sens].astype(np.int64)
-        end = np.where(end >= 0, end, p.wire[sens])
-        out: np.ndarray = np.where(doff >= 0, end - l4 - doff, -1)
-        return out
-
     def _new_pending(self, p: Packets, i: int) -> _Pending:
         """A flow first seen (for its name) at packet ``i``."""
         h = p.h
@@ -397,11 +390,12 @@ class Naming:
         return False
 
     def _offer_more(self, batch: Batch, p: Packets, sens: np.ndarray, row: np.ndarray,
-                    offers: np.ndarray, payload: np.ndarray, j: int, pend: _Pending) -> bool:
+                    payload: np.ndarray, j: int, pend: _Pending) -> bool:
         """A message that continues: offer the flow's later packets in this batch
         (rare: a ClientHello over several segments)."""
         h = p.h
         r = row[j]
+        offers = (payload != 0) | (h.proto[sens] != 6)
         for k in np.flatnonzero((row == r) & offers).tolist():
             if k <= j:
                 continue
@@ -429,14 +423,15 @@ class Naming:
 
     def _apply(self, p: Packets, at: np.ndarray, labels: np.ndarray, classes: Classes,
                ) -> None:
-        """Classify the packets at ``at`` (``classes``: theirs) again with their
-        labels' names."""
+        """Classify the packets at ``at`` (``classes``: those of all ``p``) again with
+        their labels' names."""
         p.h.name[at] = self._label_name[labels]
         # A name that meets no rule's name condition leaves the name-free answer.
         moves = self._label_moves[labels]
         if not moves.any():
             return
-        at, labels, classes = at[moves], labels[moves], classes.take(np.flatnonzero(moves))
+        at, labels = at[moves], labels[moves]
+        classes = classes.take(at)
         cat, side = self.rules.reclassify(classes, self._label_bits[labels],
                                           compiled=self.compiled)
         p.cat[at] = cat

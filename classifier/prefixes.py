@@ -59,11 +59,35 @@ def find_interval(starts_hi, starts_lo, h, low):  # type: ignore[no-untyped-def]
     return a
 
 
+@kernel(inline=True)
+def find_in_block(starts_hi, starts_lo, blocks, h, low):  # type: ignore[no-untyped-def]
+    """:func:`find_interval`, the search narrowed first to the intervals that meet the
+    address's block (``blocks``, see :meth:`PrefixTable.block_bounds`): an IPv4
+    address's /16, else the top 16 bits. With many prefixes, a search then takes a step
+    or two instead of a dozen scattered ones."""
+    if h == 0 and (low >> np.uint64(32)) == np.uint64(0xFFFF):
+        k = (low >> np.uint64(16)) & np.uint64(0xFFFF)
+        a = np.int64(blocks[0, k])
+        b = np.int64(blocks[1, k]) + 1
+    else:
+        k = h >> np.uint64(48)
+        a = np.int64(blocks[2, k])
+        b = np.int64(blocks[3, k]) + 1
+    while b - a > 1:
+        m = (a + b) >> 1
+        sh = starts_hi[m]
+        if sh < h or (sh == h and starts_lo[m] <= low):
+            a = m
+        else:
+            b = m
+    return a
+
+
 @kernel
-def find_intervals(starts_hi, starts_lo, hi, lo, out):  # type: ignore[no-untyped-def]
+def find_intervals(starts_hi, starts_lo, blocks, hi, lo, out):  # type: ignore[no-untyped-def]
     """:func:`find_interval` of each address."""
     for i in range(hi.shape[0]):
-        out[i] = find_interval(starts_hi, starts_lo, hi[i], lo[i])
+        out[i] = find_in_block(starts_hi, starts_lo, blocks, hi[i], lo[i])
 
 
 class PrefixTable:
@@ -103,14 +127,39 @@ class PrefixTable:
         self.interval_class: np.ndarray = rank[of_interval.ravel()].astype(np.int32)
         self.starts_hi = np.array([s >> 64 for s in starts], np.uint64)
         self.starts_lo = np.array([s & _HALF for s in starts], np.uint64)
+        self.blocks = self.block_bounds()
         self.n_prefixes = sum(len(r) for r in prefixes)
+
+    def block_bounds(self) -> np.ndarray:
+        """For :func:`find_in_block`: the intervals holding the first and the last
+        address of each IPv4 /16 (rows 0, 1) and of each block of IPv6 addresses
+        sharing their top 16 bits (rows 2, 3), as indices into the starts."""
+        hi, lo = self.starts_hi, self.starts_lo
+        k = np.arange(1 << 16, dtype=np.uint64)
+        out = np.empty((4, 1 << 16), np.int32)
+        # IPv4-mapped addresses have a zero high half: among the starts that share it,
+        # the last at or below the address.
+        n0 = int(np.searchsorted(hi, np.uint64(0), side="right"))
+        first4 = np.uint64(_V4_MAPPED) | (k << np.uint64(16))
+        out[0] = np.searchsorted(lo[:n0], first4, side="right") - 1
+        out[1] = np.searchsorted(lo[:n0], first4 | np.uint64(0xFFFF), side="right") - 1
+        # (top, 0): the starts with a smaller high half, and one more if a start is
+        # exactly there; (top + all ones, all ones): every start at or below it.
+        first6 = k << np.uint64(48)
+        left = np.searchsorted(hi, first6, side="left")
+        right = np.searchsorted(hi, first6, side="right")
+        exact = (left < right) & (lo[np.minimum(left, lo.size - 1)] == 0)
+        out[2] = left + exact - 1
+        out[3] = np.searchsorted(hi, first6 | np.uint64((1 << 48) - 1), side="right") - 1
+        return out
 
     def classes(self, hi: np.ndarray, lo: np.ndarray, *, compiled: bool = True) -> np.ndarray:
         """The address class of each address."""
         out = np.empty(hi.shape[0], np.int64)
         if hi.shape[0]:
             if compiled:
-                find_intervals.compiled(self.starts_hi, self.starts_lo, hi, lo, out)
+                find_intervals.compiled(self.starts_hi, self.starts_lo, self.blocks, hi, lo,
+                                        out)
             else:
                 _find_intervals_numpy(self.starts_hi, self.starts_lo, hi, lo, out)
         classes: np.ndarray = self.interval_class[out]

@@ -19,8 +19,15 @@ import pytest
 import classifier
 from classifier import _jit
 from classifier._aot import KERNELS, kernel_of, numba_type
-from classifier._jit import (Kernel, _accepts, _Dispatch, arg_key, export_prefix, fingerprint,
-                            slot_key)
+from classifier._jit import (
+    Kernel,
+    _accepts,
+    _Dispatch,
+    arg_key,
+    export_prefix,
+    fingerprint,
+    slot_key,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REBUILD = "rebuild it with `python -m classifier._aot` (or `pip install -e .`)"

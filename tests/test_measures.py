@@ -15,8 +15,8 @@ from scapy.layers.l2 import Ether
 
 import classifier
 from classifier.measures import Inside, Series, parse_duration
-from classifier.prefixes import find_interval
 from classifier.pipeline import Options
+from classifier.prefixes import find_interval
 from tests import writers
 
 

@@ -43,6 +43,12 @@ def address_near(draw: st.DrawFn, prefixes: list[str]) -> int:
         edge = draw(st.sampled_from([first, last]))
         value: int = (edge + draw(st.integers(-1, 1))) % (1 << 128)
         return value
+    if draw(st.integers(0, 2)) == 0:  # the first or last address of a search block
+        top = draw(st.integers(0, 0xFFFF))
+        last = draw(st.booleans())
+        if draw(st.booleans()):
+            return V4 | top << 16 | (0xFFFF if last else 0)
+        return top << 112 | (((1 << 112) - 1) if last else 0)
     if draw(st.booleans()):
         return V4 | draw(st.integers(0, (1 << 32) - 1))
     return draw(st.integers(0, (1 << 128) - 1))
