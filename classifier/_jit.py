@@ -81,8 +81,9 @@ def arg_key(arg: Any) -> int | None:
     every call.)"""
     if type(arg) is np.ndarray:
         flags = arg.flags
-        return ((arg.dtype.num << 8) | (arg.ndim << 2) | (flags.c_contiguous << 1)
-                | flags.writeable)
+        key: int = ((arg.dtype.num << 8) | (arg.ndim << 2) | (flags.c_contiguous << 1)
+                    | flags.writeable)
+        return key
     if isinstance(arg, bool | np.bool_):
         return _FLAG
     if isinstance(arg, int | np.integer):

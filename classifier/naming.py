@@ -80,7 +80,7 @@ def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_f
         pr = np.int64(proto[i])
         doff = np.int64(8)  # UDP
         if pr == 6:
-            doff = -1
+            doff = np.int64(-1)
             if l4[i] + 13 <= cap[i]:
                 doff = (np.int64(buf[offset[i] + l4[i] + 12]) >> 4) * 4
         end = np.int64(ipend[i]) if ipend[i] >= 0 else wire[i]
