@@ -198,8 +198,10 @@ class Naming:
         classes = self.rules.classes(h, compiled=compiled)
         cat, side, sensitive = self.rules.classify_named(classes, compiled=compiled)
         p = Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)
-        ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
-        dns_at = np.flatnonzero(ported & (h.sport == 53) & (h.proto == 17))
+        dns_at = np.flatnonzero(h.sport == 53)  # then the few: UDP, ports seen
+        if dns_at.size:
+            dns_at = dns_at[(h.proto[dns_at] == 17) & (
+                (h.flags[dns_at] & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS)]
         if dns_at.size:  # answers only: a response (QR) with no error and some answers
             base = batch.offset[dns_at] + h.l4[dns_at] + 8
             whole = base + 8 <= batch.offset[dns_at] + batch.caplen[dns_at]
@@ -293,10 +295,13 @@ class Naming:
         waiting = np.flatnonzero(label < 0)
         if waiting.size:
             label[waiting] = t.state[row[waiting]]
-        hold = sens[label < 0]
+            still = waiting[label[waiting] < 0]  # the packets to hold back
+        else:
+            still = waiting
+        hold = sens[still]
         if hold.size:
             chunk = p.take(hold)
-            held_rows = row[label < 0]
+            held_rows = row[still]
             order = np.argsort(held_rows, kind="stable")
             ks = held_rows[order]
             cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
@@ -310,10 +315,12 @@ class Naming:
                 pend.held.append((chunk, mine))
                 pend.n_held += mine.size
             self.held += hold.size
-        ok = np.flatnonzero(label >= 0)
-        if ok.size:
-            where_ok = sens[ok]
-            self._apply(p, where_ok, label[ok], classes)
+        if not still.size:
+            self._apply(p, sens, label, classes)
+        else:
+            ok = np.flatnonzero(label >= 0)
+            if ok.size:
+                self._apply(p, sens[ok], label[ok], classes)
         self._expire(now, released)
         if hold.size:
             if (h.flags[hold] & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT)).any():
@@ -425,6 +432,10 @@ class Naming:
                ) -> None:
         """Classify the packets at ``at`` (``classes``: those of all ``p``) again with
         their labels' names."""
+        named = np.flatnonzero(labels)  # label 0: no name, nothing to change
+        if not named.size:
+            return
+        at, labels = at[named], labels[named]
         p.h.name[at] = self._label_name[labels]
         # A name that meets no rule's name condition leaves the name-free answer.
         moves = self._label_moves[labels]
