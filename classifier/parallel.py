@@ -82,31 +82,45 @@ def analyze_parallel(
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     results: list[AnalysisResult | None] = [None] * len(files)
     pieces: dict[int, dict[int, Any]] = {}  # file -> range start -> (part, report)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+    # No more tasks than jobs (a capture split in as many ranges): this process takes
+    # the first itself, so that one result less crosses between processes.
+    own = tasks[0] if 1 < len(tasks) <= jobs else None
+    pooled = tasks[1:] if own is not None else tasks
+
+    def run(index: int, r: ByteRange | None) -> Any:
+        if r is None:
+            return _work(files[index], rules, opts)
+        return _scan_range(files[index], rules, r, opts)
+
+    def done(index: int, r: ByteRange | None, value: Any) -> None:
+        if r is None:
+            result, size = value
+            results[index] = result
+        else:
+            pieces.setdefault(index, {})[r.start] = value
+            size = r.stop - r.start
+        if progress is not None:
+            progress(size)
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pooled)), mp_context=ctx) as pool:
         futures: dict[Future[Any], tuple[int, ByteRange | None]] = {}
-        for index, r in tasks:
+        for index, r in pooled:
             fut: Future[Any]
             if r is None:
                 fut = pool.submit(_work, files[index], rules, opts)
             else:
                 fut = pool.submit(_scan_range, files[index], rules, r, opts)
             futures[fut] = (index, r)
+        if own is not None:
+            done(*own, run(*own))
         for fut in as_completed(futures):
-            index, r = futures[fut]
-            if r is None:
-                result, size = fut.result()
-                results[index] = result
-            else:
-                pieces.setdefault(index, {})[r.start] = fut.result()
-                size = r.stop - r.start
-            if progress is not None:
-                progress(size)
+            done(*futures[fut], fut.result())
     if pieces:
         compiled_rules = compile_rules(rules)
-        for index, done in pieces.items():
+        for index, parts in pieces.items():
             ranges = sorted(r for i, r in tasks if i == index and r is not None)
             results[index] = merge_parts(files[index], ranges,
-                                         [done[r[0]] for r in ranges], compiled_rules, opts)
+                                         [parts[r[0]] for r in ranges], compiled_rules, opts)
     return [r for r in results if r is not None]
 
 
