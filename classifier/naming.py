@@ -48,6 +48,8 @@ MAX_HELD = 200_000
 PENDING_TIMEOUT_NS = 30 * 1_000_000_000
 #: Flows remembered with their decided names; the oldest are forgotten first.
 MAX_FLOWS = 262_144
+#: Rows of the flow table at first (it grows up to MAX_FLOWS).
+INITIAL_FLOWS = 4_096
 #: Addresses remembered from DNS answers; the oldest are forgotten first.
 MAX_DNS = 262_144
 #: Client segments a ClientHello or request header is gathered from at most.
@@ -111,7 +113,10 @@ def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_f
 
 
 class _Table:
-    """The flows followed for their names (rows stay put until the table is full)."""
+    """The flows followed for their names (rows stay put until the table is full).
+
+    It starts small and grows fourfold up to :data:`MAX_FLOWS`: a capture's few
+    thousand flows then hash into an index that stays in cache."""
 
     def __init__(self, capacity: int) -> None:
         self.keys = np.zeros((capacity, 6), np.int64)
@@ -120,6 +125,19 @@ class _Table:
         self.offered = np.zeros(capacity, np.int64)
         self.slots = np.zeros(1 << max(4, (capacity * 2 - 1).bit_length()), np.int64)
         self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys.shape[0])
+
+    def grown(self, capacity: int, compiled: bool) -> _Table:
+        """The same flows in the same rows, in a larger table."""
+        out = _Table(capacity)
+        n = out.count = self.count
+        for name in ("keys", "state", "seen", "offered"):
+            getattr(out, name)[:n] = getattr(self, name)[:n]
+        (place_flows.compiled if compiled else place_flows.py)(out.keys, n, out.slots)
+        return out
 
 
 #: Held packets released with their flow's label: (chunk, its rows, label).
@@ -155,7 +173,7 @@ class Naming:
         self._label_of: dict[tuple[str, ...], int] = {(): 0}
         self.compiled = True
         self._stamp = 0  # batches seen, to list one candidate per flow and batch
-        self.table = _Table(MAX_FLOWS)
+        self.table = _Table(min(INITIAL_FLOWS, MAX_FLOWS))
         self.pending: dict[int, _Pending] = {}  # by row of the table
         self.dns: dict[int, int] = {}  # address -> the label of the names DNS gave it
         self.held = 0
@@ -239,6 +257,11 @@ class Naming:
             found.append(cand[sl][:nc] + start)
             if stop < 0:
                 break
+            if t.capacity < MAX_FLOWS:
+                # Grow (rows stay): go on from the packet that found the table full.
+                t = self.table = t.grown(min(MAX_FLOWS, 4 * t.capacity), compiled)
+                start += stop
+                continue
             # Full: make room (rows move), then look the whole batch up again.
             self._make_room(now, released)
             start = 0

@@ -240,6 +240,47 @@ def test_categories_by_name_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert got(result) == cap.totals()
 
 
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_a_table_that_grows_names_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           compiled: str) -> None:
+    """The flow table starting at one row grows (rows kept, the batch resumed where
+    it filled up) and names every flow as a large one does, in tiny and whole
+    batches."""
+    import classifier.naming as naming
+    import classifier.sources.pcap as pcap_reader
+
+    if compiled == "1":
+        import classifier.sources as sources
+
+        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    # Twenty-four flows whose handshakes interleave: the table fills while they wait.
+    parts = []
+    names = [(b"sipdir.online.lync.com", "sip"), (b"contoso.sharepoint.com", "sharepoint"),
+             (b"example.net", "not-office365")]
+    for n in range(24):
+        name, cat = names[n % 3]
+        one = Capture()
+        one.tcp_flow(f"52.1.3.{n}", 443, hello(name), cat, cport=42000 + n)
+        parts.append(list(zip(one.packets, one.expected, strict=True)))
+    cap = Capture()
+    cap.interleave(parts)
+    path = cap.write(tmp_path / "interleaved.pcap")
+    monkeypatch.setattr(naming, "INITIAL_FLOWS", 1)
+    grows: list[int] = []
+    grown = naming._Table.grown
+
+    def counted(self: object, capacity: int, compiled: bool) -> object:
+        grows.append(capacity)
+        return grown(self, capacity, compiled)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(naming._Table, "grown", counted)
+    for batch_bytes in (300, 1 << 22):
+        monkeypatch.setattr(pcap_reader, "BATCH_BYTES", batch_bytes)
+        result = analyze(str(path), rules=SERVICES, jobs=1)
+        assert got(result) == cap.totals()
+    assert grows[:2] == [4, 16]  # it did grow, from one row
+
+
 def test_interleaved_flows_and_flow_names(tmp_path: Path) -> None:
     """Flows whose handshakes interleave keep their own names; flow records carry them."""
     parts = []
