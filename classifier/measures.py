@@ -122,15 +122,9 @@ class Inside:
         nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
         self.cidrs = tuple(str(n) for n in nets)
         self.starts_hi, self.starts_lo, self.flags = _intervals(nets)
-        spans = sorted((0xFFFF00000000 | int(n.network_address),
-                        0xFFFF00000000 | int(n.broadcast_address))
-                       for n in nets if n.version == 4)
-        merged: list[list[int]] = []
-        for lo, hi in spans:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
+        merged = _merged([(0xFFFF00000000 | int(n.network_address),
+                           0xFFFF00000000 | int(n.broadcast_address))
+                          for n in nets if n.version == 4])
         self._starts = np.array([m[0] for m in merged], np.uint64)
         self._ends = np.array([m[1] for m in merged], np.uint64)
         self._v6 = []
@@ -161,6 +155,17 @@ class Inside:
 _MAPPED = (0xFFFF << 32, (0xFFFF << 32) | 0xFFFFFFFF)  # IPv4-mapped addresses
 
 
+def _merged(spans: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Address spans (first, last), sorted, overlapping or adjacent ones joined."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
+
+
 def _intervals(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 128-bit address line cut into intervals (starts as hi and lo halves, the
@@ -177,15 +182,8 @@ def _intervals(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
             spans.append((first, min(last, _MAPPED[0] - 1)))
         if last > _MAPPED[1]:
             spans.append((max(first, _MAPPED[1] + 1), last))
-    spans.sort()
-    merged: list[list[int]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
     starts, flags = [0], [False]
-    for lo, hi in merged:
+    for lo, hi in _merged(spans):
         if lo == starts[-1]:
             flags[-1] = True
         else:

@@ -240,6 +240,22 @@ def test_categories_by_name_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert got(result) == cap.totals()
 
 
+def interleaved_flows(n: int) -> Capture:
+    """``n`` TLS flows to 443, named in turn sip, sharepoint and not-office365, their
+    packets interleaved (every handshake waits while the others go on)."""
+    names = [(b"sipdir.online.lync.com", "sip"), (b"contoso.sharepoint.com", "sharepoint"),
+             (b"example.net", "not-office365")]
+    parts = []
+    for k in range(n):
+        name, cat = names[k % 3]
+        one = Capture()
+        one.tcp_flow(f"52.1.2.{k}", 443, hello(name), cat, cport=41000 + k)
+        parts.append(list(zip(one.packets, one.expected, strict=True)))
+    cap = Capture()
+    cap.interleave(parts)
+    return cap
+
+
 @pytest.mark.parametrize("compiled", ["0", "1"])
 def test_a_table_that_grows_names_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            compiled: str) -> None:
@@ -254,16 +270,7 @@ def test_a_table_that_grows_names_the_same(tmp_path: Path, monkeypatch: pytest.M
 
         monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
     # Twenty-four flows whose handshakes interleave: the table fills while they wait.
-    parts = []
-    names = [(b"sipdir.online.lync.com", "sip"), (b"contoso.sharepoint.com", "sharepoint"),
-             (b"example.net", "not-office365")]
-    for n in range(24):
-        name, cat = names[n % 3]
-        one = Capture()
-        one.tcp_flow(f"52.1.3.{n}", 443, hello(name), cat, cport=42000 + n)
-        parts.append(list(zip(one.packets, one.expected, strict=True)))
-    cap = Capture()
-    cap.interleave(parts)
+    cap = interleaved_flows(24)
     path = cap.write(tmp_path / "interleaved.pcap")
     monkeypatch.setattr(naming, "INITIAL_FLOWS", 1)
     grows: list[int] = []
@@ -283,15 +290,7 @@ def test_a_table_that_grows_names_the_same(tmp_path: Path, monkeypatch: pytest.M
 
 def test_interleaved_flows_and_flow_names(tmp_path: Path) -> None:
     """Flows whose handshakes interleave keep their own names; flow records carry them."""
-    parts = []
-    for n, (name, cat) in enumerate([(b"sipdir.online.lync.com", "sip"),
-                                     (b"contoso.sharepoint.com", "sharepoint"),
-                                     (b"example.net", "not-office365")]):
-        one = Capture()
-        one.tcp_flow(f"52.1.2.{n}", 443, hello(name), cat, cport=41000 + n)
-        parts.append(list(zip(one.packets, one.expected, strict=True)))
-    cap = Capture()
-    cap.interleave(parts)
+    cap = interleaved_flows(3)
     path = cap.write(tmp_path / "interleaved.pcap")
     flows: list[Any] = []
     from classifier.flows import flow_columns
