@@ -44,9 +44,11 @@ def split_address(value: int) -> tuple[int, int]:
 
 
 @kernel(inline=True)
-def search_starts(starts_hi, starts_lo, h, low, a, b):  # type: ignore[no-untyped-def]
-    """The index of the last interval start at or below address (h, low) among
-    ``starts[a:b]``, given that ``starts[a]`` is at or below it."""
+def find_interval(starts_hi, starts_lo, h, low):  # type: ignore[no-untyped-def]
+    """The index of the last interval start at or below address (h, low) (``starts``
+    is sorted and begins at 0, so there always is one)."""
+    a = 0
+    b = starts_hi.shape[0]
     while b - a > 1:
         m = (a + b) >> 1
         sh = starts_hi[m]
@@ -58,13 +60,6 @@ def search_starts(starts_hi, starts_lo, h, low, a, b):  # type: ignore[no-untype
 
 
 @kernel(inline=True)
-def find_interval(starts_hi, starts_lo, h, low):  # type: ignore[no-untyped-def]
-    """The index of the last interval start at or below address (h, low) (``starts``
-    is sorted and begins at 0, so there always is one)."""
-    return search_starts(starts_hi, starts_lo, h, low, 0, starts_hi.shape[0])
-
-
-@kernel(inline=True)
 def find_in_block(starts_hi, starts_lo, blocks, h, low):  # type: ignore[no-untyped-def]
     """:func:`find_interval`, the search narrowed first to the intervals that meet the
     address's block (``blocks``, see :meth:`PrefixTable.block_bounds`): an IPv4
@@ -72,11 +67,20 @@ def find_in_block(starts_hi, starts_lo, blocks, h, low):  # type: ignore[no-unty
     or two instead of a dozen scattered ones."""
     if h == 0 and (low >> np.uint64(32)) == np.uint64(0xFFFF):
         k = (low >> np.uint64(16)) & np.uint64(0xFFFF)
-        return search_starts(starts_hi, starts_lo, h, low, np.int64(blocks[0, k]),
-                             np.int64(blocks[1, k]) + 1)
-    k = h >> np.uint64(48)
-    return search_starts(starts_hi, starts_lo, h, low, np.int64(blocks[2, k]),
-                         np.int64(blocks[3, k]) + 1)
+        a = np.int64(blocks[0, k])
+        b = np.int64(blocks[1, k]) + 1
+    else:
+        k = h >> np.uint64(48)
+        a = np.int64(blocks[2, k])
+        b = np.int64(blocks[3, k]) + 1
+    while b - a > 1:
+        m = (a + b) >> 1
+        sh = starts_hi[m]
+        if sh < h or (sh == h and starts_lo[m] <= low):
+            a = m
+        else:
+            b = m
+    return a
 
 
 @kernel
