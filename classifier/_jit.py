@@ -76,11 +76,13 @@ _SCALARS = {"i": _INT, "b": _FLAG, "f": _FLOAT}
 
 def arg_key(arg: Any) -> int | None:
     """How an argument is typed, as a small integer: ``(dtype number << 8) | (ndim << 2)
-    | (contiguous << 1) | writable`` for an array, a negative kind for an integer, a
-    flag or a float, None for anything else. (Cheap: it is taken for every argument of
-    every call.)"""
+    | (contiguous << 1) | writable`` for an aligned array in the machine's byte order, a
+    negative kind for an integer, a flag or a float, None for anything else. (Cheap: it
+    is taken for every argument of every call.)"""
     if type(arg) is np.ndarray:
         flags = arg.flags
+        if not (flags.aligned and arg.dtype.isnative):
+            return None  # the exports assume aligned values in the machine's byte order
         key: int = ((arg.dtype.num << 8) | (arg.ndim << 2) | (flags.c_contiguous << 1)
                     | flags.writeable)
         return key

@@ -134,6 +134,9 @@ def test_argument_keys() -> None:
     assert [arg_key(v) for v in (True, np.bool_(False), 3, np.uint16(3), 2.5)] == \
         [slot_key(k) for k in "bbiif"]
     assert arg_key(None) is None and arg_key((1, 2)) is None
+    assert arg_key(np.zeros(2, ">i8")) is None  # another byte order: not the exports'
+    unaligned = np.frombuffer(bytes(17), np.uint8)[1:].view(np.int64)
+    assert not unaligned.flags.aligned and arg_key(unaligned) is None
     keys = [slot_key(f"{t}{n}{c}{w}") for t in ("uint8", "int8", "int64", "uint64", "bool")
             for n in (1, 2) for c in "ca" for w in "wr"]
     assert len(set(keys)) == len(keys) and min(keys) >= 0
