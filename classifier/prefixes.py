@@ -73,6 +73,8 @@ def find_in_block(starts_hi, starts_lo, blocks, h, low):  # type: ignore[no-unty
         k = h >> np.uint64(48)
         a = np.int64(blocks[2, k])
         b = np.int64(blocks[3, k]) + 1
+    # The same loop as find_interval's, written out: sharing it as a third inlined
+    # kernel compiled this search ten times slower (61 against 6 ns per address).
     while b - a > 1:
         m = (a + b) >> 1
         sh = starts_hi[m]
