@@ -39,11 +39,14 @@ def show(file: str | None, show_all: bool) -> None:
                   caption=escape(f"source: {rules.source}") if rules.source else None)
     for column in ("#", "rule", "category"):
         table.add_column(column, no_wrap=True)
-    for column in ("client ports", "server ports", "server names", "server addresses"):
+    for column in ("client ports", "server ports", "server names, signatures",
+                   "server addresses"):
         table.add_column(column, overflow="fold")
     for n, rule in enumerate(rules.rules, 1):
         table.add_row(str(n), escape(rule.name), escape(rule.category), _ports(rule, "client"),
-                      _ports(rule, "server"), escape(_few(rule.names, show_all)),
+                      _ports(rule, "server"),
+                      escape(_few((*rule.names, *(f"signature: {s}" for s in rule.signatures)),
+                                  show_all)),
                       escape(_few(rule.address_texts, show_all)))
     console = Console()
     # Piped: wide enough for whole names; a terminal keeps its own width.
@@ -57,9 +60,11 @@ def check(file: str) -> None:
     rules = _load(file)
     n_names = sum(len(r.names) for r in rules.rules)
     n_prefixes = sum(len(r.addresses) for r in rules.rules)
+    n_signed = sum(bool(r.signatures) for r in rules.rules)
     cats = len(rules.categories) - 2
+    signed = f", {n_signed} with payload signatures" if n_signed else ""
     click.echo(f"{file}: ok: {len(rules.rules)} rules, {cats} categories, "
-               f"{n_names} server names, {n_prefixes} address prefixes")
+               f"{n_names} server names, {n_prefixes} address prefixes{signed}")
 
 
 @rules_group.command("import-endpoints")

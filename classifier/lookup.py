@@ -104,12 +104,15 @@ class CompiledRules:
         self.words = words
         #: Rules with address or name conditions change how a packet is matched.
         self.conditional = any(r.conditional for r in rules.rules)
-        self.uses_names = any(r.names for r in rules.rules)
+        #: Rules with names or signatures: flows must be followed for what they tell.
+        self.uses_names = any(r.learns for r in rules.rules)
+        #: The signatures some rule asks for.
+        self.signatures = frozenset(s for r in rules.rules for s in r.signatures)
         self.prefixes = PrefixTable([r.addresses for r in rules.rules])
         self._address_rules = _bits([bool(r.addresses) for r in rules.rules], words)
         self._unconditional = _bits([not r.conditional for r in rules.rules], words)
-        #: The rules with name patterns: what a name could add.
-        self.name_rules = _bits([bool(r.names) for r in rules.rules], words)
+        #: The rules with name patterns or signatures: what a flow's name could add.
+        self.name_rules = _bits([r.learns for r in rules.rules], words)
         self._name_cache: dict[str, np.ndarray] = {}
         self._pair_masks: tuple[np.ndarray, np.ndarray] | None = None
         self._pair_fixed = np.zeros(0, np.int32)
@@ -184,6 +187,10 @@ class CompiledRules:
                 self._name_cache.clear()
             self._name_cache[name] = bits
         return bits
+
+    def signature_bits(self, signature: str) -> np.ndarray:
+        """The rules that ask for payload ``signature`` (uint64 words)."""
+        return _bits([signature in r.signatures for r in self.rules.rules], self.words)
 
     def classify_with_sides(self, h: Headers, *, sides: bool = True,
                             names: np.ndarray | None = None, compiled: bool = True,

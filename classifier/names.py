@@ -1,4 +1,5 @@
-"""Server names found in the traffic: TLS SNI, HTTP Host, DNS answers.
+"""Server names found in the traffic: TLS SNI, HTTP Host, DNS answers; and the one
+payload signature rules may ask for, Microsoft's STUN extensions.
 
 Every parser takes untrusted bytes and never raises: a malformed message gives no
 name. Names are data from the wire, so :func:`clean_name` bounds them and escapes
@@ -12,10 +13,12 @@ import re
 
 __all__ = [
     "MAX_NAME",
+    "MS_STUN_ATTRIBUTES",
     "NEED_MORE",
     "clean_name",
     "dns_answers",
     "http_host",
+    "ms_stun",
     "tls_sni",
 ]
 
@@ -180,6 +183,55 @@ def _dns_answers(msg: bytes) -> list[tuple[int, tuple[str, ...]]]:
             chain.insert(0, question)
         out.append((address, tuple(dict.fromkeys(chain))))
     return out
+
+
+#: STUN attribute types of Microsoft's ICE and TURN extensions, as Microsoft's open
+#: specifications define them: [MS-TURN] MS-VERSION 0x8008, MS-ALTERNATE-HOST-NAME
+#: 0x8032, MS-APP-ID 0x8037, MS-SECURE-TAG 0x8039, MS-SEQUENCE-NUMBER 0x8050,
+#: MS-SERVICE-QUALITY 0x8055, MS-ALT-MAPPED-ADDRESS 0x8090,
+#: MS-MULTIPLEXED-TURN-SESSION-ID 0x8095; [MS-ICE2] MS-CANDIDATE-IDENTIFIER 0x8054,
+#: MS-IMPLEMENTATION-VERSION 0x8070; [MS-TURNBWM] the bandwidth management attributes
+#: 0x8056-0x8062 and 0x8068. IANA assigns none of them to anything else; Wireshark
+#: names them so, and nDPI reads 0x8054 and 0x8070 as a Skype/Teams call.
+MS_STUN_ATTRIBUTES = frozenset(
+    {0x8008, 0x8032, 0x8037, 0x8039, 0x8050, 0x8054, 0x8055, 0x8068, 0x8070, 0x8090, 0x8095}
+    | set(range(0x8056, 0x8063)))
+#: STUN methods: Binding to ConnectionAttempt (RFC 8489, 8656, 6062).
+_STUN_METHODS = 0x000C
+
+
+def ms_stun(data: bytes, length: int, *, framed: bool = False) -> bool:
+    """Whether a flow's first payload is a STUN message with an attribute of Microsoft's
+    ICE/TURN extensions (:data:`MS_STUN_ATTRIBUTES`), the framing Skype for Business,
+    Skype and Teams clients and relays open their media flows with.
+
+    ``data``: the payload bytes captured; ``length``: the payload's length on the wire
+    (a UDP datagram holds one message, exactly); ``framed``: TCP, where RFC 4571 puts
+    a two-byte length before each message. The message header must be consistent
+    (type, length, the attribute chain within it); attributes beyond the captured
+    bytes are not seen. Never raises."""
+    if framed:
+        if len(data) < 2:
+            return False
+        frame = int.from_bytes(data[:2], "big")
+        if frame + 2 > length:
+            return False
+        data, length = data[2 : 2 + frame], frame
+    if len(data) < 20 or data[0] & 0xC0:
+        return False
+    kind = int.from_bytes(data[:2], "big")
+    method = (kind & 0x000F) | ((kind & 0x00E0) >> 1) | ((kind & 0x3E00) >> 2)
+    size = int.from_bytes(data[2:4], "big")
+    if not 1 <= method <= _STUN_METHODS or size % 4 or size + 20 != length:
+        return False
+    end = min(len(data), length)
+    p = 20
+    while p + 4 <= end:
+        attribute = int.from_bytes(data[p : p + 2], "big")
+        if attribute in MS_STUN_ATTRIBUTES:
+            return True
+        p += 4 + ((int.from_bytes(data[p + 2 : p + 4], "big") + 3) & ~3)
+    return False
 
 
 def _read_name(msg: bytes, p: int) -> tuple[str, int]:

@@ -16,6 +16,11 @@ name gives, so a flow's category never changes mid-flow:
 - UDP: at the flow's first packet, from DNS.
 - DNS: answers seen earlier in the capture map addresses to the names asked for
   (the question, then the CNAME chain); a flow to such an address has those names.
+- Signatures, when a rule asks for one: the flow's first payload (UDP: its first
+  packet; TCP: its first payload bytes) is checked for it too. ``ms-stun``: a STUN
+  message with an attribute of Microsoft's ICE/TURN extensions
+  (:func:`~classifier.names.ms_stun`). A flow whose capture begins mid-call starts with
+  media, not STUN, and has no signature.
 
 The packets a flow sends before its name is decided (the TCP handshake) are held
 back and counted, with the decided category, when it is decided: every total sees
@@ -37,7 +42,7 @@ from .decode import FLAG_FIRST_FRAGMENT, FLAG_LATER_FRAGMENT, FLAG_PORTS, Header
 from .flows import add_flow, find_flow, place_flows
 from .fragments import Packets
 from .lookup import Classes, CompiledRules
-from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, tls_sni
+from .names import MAX_HELLO, NEED_MORE, dns_answers, http_host, ms_stun, tls_sni
 from .sources.batch import Batch
 
 __all__ = ["MAX_HELD", "PENDING_TIMEOUT_NS", "Naming"]
@@ -58,6 +63,10 @@ MAX_SEGMENTS = 8
 #: First payload bytes worth parsing: a TLS handshake record, an HTTP method's initial.
 _OPENERS = np.zeros(256, np.bool_)
 _OPENERS[np.frombuffer(b"\x16GPHDOCT", np.uint8)] = True
+#: With the ms-stun signature, also the first byte of an RFC 4571 frame length (STUN
+#: over TCP; messages up to 1,535 bytes).
+_OPENERS_STUN = _OPENERS.copy()
+_OPENERS_STUN[:6] = True
 
 
 @kernel
@@ -155,6 +164,7 @@ class _Pending:
     data: bytearray = field(default_factory=bytearray)
     segments: int = 0
     server: int | None = None  # the server end's 128-bit address, for DNS
+    signature: str | None = None
 
 
 class Naming:
@@ -170,7 +180,10 @@ class Naming:
         self._label_name = np.zeros(16, np.int32)  # label -> name index
         self._label_moves = np.zeros(16, np.bool_)  # label -> its name meets some rule
         self._n_labels = 1  # label 0: no name
-        self._label_of: dict[tuple[str, ...], int] = {(): 0}
+        self._label_of: dict[tuple[tuple[str, ...], str | None], int] = {((), None): 0}
+        self._label_names: list[tuple[str, ...]] = [()]  # label -> its names
+        self._stun = "ms-stun" in rules.signatures
+        self._openers = _OPENERS_STUN if self._stun else _OPENERS
         self.compiled = True
         self._stamp = 0  # batches seen, to list one candidate per flow and batch
         self.table = _Table(min(INITIAL_FLOWS, MAX_FLOWS))
@@ -179,15 +192,20 @@ class Naming:
         self.held = 0
 
     # ---- labels -----------------------------------------------------------------
-    def _label(self, names: tuple[str, ...]) -> int:
-        label = self._label_of.get(names)
+    def _label(self, names: tuple[str, ...], signature: str | None = None) -> int:
+        """The label of a flow with these names (the first is its server name) and
+        payload signature."""
+        key = (names, signature)
+        label = self._label_of.get(key)
         if label is None and self._n_labels >= 1_000_000:
             return 0  # bounded: names come from the traffic; beyond, flows go unnamed
         if label is None:
             bits = np.zeros(self.rules.words, np.uint64)
             for n in names:
                 bits |= self.rules.name_bits(n)
-            name_id = self._name_id.get(names[0])
+            if signature is not None:
+                bits |= self.rules.signature_bits(signature)
+            name_id = self._name_id.get(names[0]) if names else 0
             if name_id is None:
                 if len(self.names) >= 1_000_000:  # bounded: beyond, flows go unnamed
                     name_id = 0
@@ -203,9 +221,16 @@ class Naming:
             self._label_name[label] = name_id
             self._label_moves[label] = bool(bits.any())
             self._n_labels += 1
+            self._label_names.append(names)
             if len(self._label_of) < 1_000_000:
-                self._label_of[names] = label
+                self._label_of[key] = label
         return label
+
+    def _signed(self, label: int, signature: str | None) -> int:
+        """``label`` (names from DNS) with the flow's payload signature added."""
+        if signature is None:
+            return label
+        return self._label(self._label_names[label], signature)
 
     # ---- the stage ----------------------------------------------------------------
     def process(self, batch: Batch, h: Headers, *, compiled: bool = True) -> list[Packets]:
@@ -288,15 +313,25 @@ class Naming:
         first = np.zeros(ci.size, np.uint8)
         seen = tcp & (n_wire > 0) & (start_at < cap_end)
         first[seen] = batch.buf[start_at[seen]]
-        parse = seen & _OPENERS[first]
+        parse = seen & self._openers[first]
+        # UDP: a first datagram that may be a STUN message (type's top bits clear, its
+        # length field the datagram's less the header) is checked for the signature.
+        stun = np.zeros(ci.size, np.bool_)
+        if self._stun:
+            at_udp = np.flatnonzero(~tcp & (n_wire >= 20) & (off + l4 + 28 <= cap_end))
+            if at_udp.size:
+                b = (off + l4 + 8)[at_udp]
+                buf = batch.buf
+                size = (buf[b + 2].astype(np.int64) << 8) | buf[b + 3]
+                stun[at_udp] = ((buf[b] & 0xC0) == 0) & (size + 20 == n_wire[at_udp])
         client_src = p.side[ci] != 0
         server_hi = np.where(client_src, h.dst_hi[ci], h.src_hi[ci]).tolist()
         server_lo = np.where(client_src, h.dst_lo[ci], h.src_lo[ci]).tolist()
         pending, dns = self.pending, self.dns
-        for j, i, r, n, look, begin, end, s_hi, s_lo in zip(
+        for j, i, r, n, look, begin, end, s_hi, s_lo, st in zip(
                 candidates.tolist(), ci.tolist(), row[candidates].tolist(), n_wire.tolist(),
                 parse.tolist(), start_at.tolist(), cap_end.tolist(), server_hi, server_lo,
-                strict=True):
+                stun.tolist(), strict=True):
             while d < len(dns_list) and dns_list[d] < i:
                 self._learn_dns(batch, p, dns_list[d])
                 d += 1
@@ -305,6 +340,8 @@ class Naming:
                 # (a message already begun goes on in this packet: parse it)
                 if pend is None:  # nothing held: decided in passing
                     state[r] = dns.get((s_hi << 64) | s_lo, 0) if dns else 0
+                    if st and ms_stun(batch.buf[begin + 8 : end].tobytes(), n):
+                        state[r] = self._signed(int(state[r]), "ms-stun")
                 else:
                     state[r] = self._finish_pending(r, released)
                 continue
@@ -412,6 +449,12 @@ class Naming:
             pend.data += batch.buf[begin : begin + min(got, room)].tobytes()
         pend.segments += 1
         data = bytes(pend.data)
+        if self._stun and data and data[0] < 6:  # STUN framed for TCP, or nothing known
+            if pend.segments == 1 and ms_stun(data, n, framed=True):
+                pend.signature = "ms-stun"
+            pend.data = bytearray()
+            pend.segments = -1
+            return True
         name = tls_sni(data) if data[:1] == b"\x16" else http_host(data)
         if name != NEED_MORE or got < n or pend.segments >= MAX_SEGMENTS:
             pend.data = bytearray(name.encode() if name and name != NEED_MORE else b"")
@@ -442,9 +485,10 @@ class Naming:
         ``released``."""
         pend = self.pending.pop(k)
         if pend.segments == -1 and pend.data:
-            label = self._label((pend.data.decode(),))
+            label = self._label((pend.data.decode(),), pend.signature)
         else:
-            label = self.dns.get(pend.server, 0) if pend.server is not None else 0
+            label = self._signed(self.dns.get(pend.server, 0) if pend.server is not None
+                                 else 0, pend.signature)
         self.table.state[k] = label
         for chunk, rows in pend.held:
             released.append((chunk, rows, label))

@@ -23,12 +23,17 @@ A rule may also name its servers::
     addresses = ["52.112.0.0/14", "2603:1063::/38"]   # server address prefixes
     names = ["*.lync.com", "teams.microsoft.com"]       # server name patterns
 
-With either, the rule matches only when, besides the ports, the address of the end
-that matched the server ports lies in one of the prefixes, or the flow's server name
-(TLS SNI, HTTP Host, or a DNS answer seen earlier) matches one of the patterns: one
-of the two suffices, as in Microsoft's endpoint sets. A pattern is a name, or a name
-with ``*`` standing for any characters (``*.lync.com`` matches ``a.b.lync.com``, not
-``lync.com``); names compare case-insensitively.
+    signatures = ["ms-stun"]                            # what the flow begins with
+
+With any of them, the rule matches only when, besides the ports, the address of the
+end that matched the server ports lies in one of the prefixes, or the flow's server
+name (TLS SNI, HTTP Host, or a DNS answer seen earlier) matches one of the patterns,
+or the flow's first payload has one of the signatures: one suffices, as in
+Microsoft's endpoint sets. The signatures (:data:`SIGNATURES`): ``ms-stun``, a STUN
+message carrying an attribute of Microsoft's ICE/TURN extensions, which Skype for
+Business, Skype and Teams media flows begin with (UDP, and TCP with RFC 4571 framing).
+A pattern is a name, or a name with ``*`` standing for any characters (``*.lync.com``
+matches ``a.b.lync.com``, not ``lync.com``); names compare case-insensitively.
 
 Every protocol listed in ``protocols`` needs a client and a server list
 (an empty list never matches). A packet matches a rule when, on one of its protocols,
@@ -54,6 +59,7 @@ __all__ = [
     "NON_IP",
     "OTHER",
     "PROTOCOLS",
+    "SIGNATURES",
     "Rule",
     "RuleSet",
     "default_rules_path",
@@ -66,10 +72,15 @@ NON_IP = "non-ip"
 #: IP protocol numbers of the protocols a rule may name.
 PROTOCOLS: Mapping[str, int] = {"tcp": 6, "udp": 17}
 PORT_ALIASES: Mapping[str, tuple[int, int]] = {"ephemeral": (1024, 65535), "any": (0, 65535)}
+#: The payload signatures a rule may ask for, and what each means.
+SIGNATURES: Mapping[str, str] = {
+    "ms-stun": "a STUN message with an attribute of Microsoft's ICE/TURN extensions "
+               "(MS-ICE2, MS-TURN, MS-TURNBWM) first in the flow",
+}
 
 _SET_KEYS = {"name", "description", "source", "rule"}
 _RULE_KEYS = {"name", "category", "description", "protocols", "client", "server",
-              "addresses", "names"}
+              "addresses", "names", "signatures"}
 _MAX_RULES = 100_000
 _MAX_NAME = 200
 #: A server name pattern: DNS name characters and ``*``, at most 253 of them.
@@ -97,35 +108,49 @@ class Rule:
     address_texts: tuple[str, ...] = ()
     #: Server name patterns, lower case.
     names: tuple[str, ...] = ()
+    #: Payload signatures (:data:`SIGNATURES`) the flow may begin with.
+    signatures: tuple[str, ...] = ()
 
     @property
     def conditional(self) -> bool:
-        """Whether the rule needs a server address or name besides its ports."""
-        return bool(self.addresses or self.names)
+        """Whether the rule needs a server address, name or signature besides its ports."""
+        return bool(self.addresses or self.names or self.signatures)
+
+    @property
+    def learns(self) -> bool:
+        """Whether the rule needs what is learned from a flow: a name or a signature."""
+        return bool(self.names or self.signatures)
 
     def matches(self, protocol: int, port_a: int, port_b: int, addr_a: int | None = None,
-                addr_b: int | None = None, name: str | None = None) -> bool:
+                addr_b: int | None = None, name: str | None = None,
+                signature: str | None = None) -> bool:
         """Plain-Python evaluation, the reference the compiled lookup is tested against.
 
         ``addr_a``, ``addr_b``: the endpoints' 128-bit addresses (IPv4 mapped);
-        ``name``: the flow's server name, if known.
+        ``name``: the flow's server name, if known; ``signature``: the flow's, if any.
         """
         for proto in self.protocols:
             if PROTOCOLS[proto] != protocol:
                 continue
             client, server = self.client[proto], self.server[proto]
-            if _in(port_a, client) and _in(port_b, server) and self.names_server(addr_b, name):
+            if _in(port_a, client) and _in(port_b, server) and \
+                    self.names_server(addr_b, name, signature):
                 return True
-            if _in(port_b, client) and _in(port_a, server) and self.names_server(addr_a, name):
+            if _in(port_b, client) and _in(port_a, server) and \
+                    self.names_server(addr_a, name, signature):
                 return True
         return False
 
-    def names_server(self, address: int | None, name: str | None) -> bool:
-        """Whether the server end (its address, the flow's name) meets the rule's
-        address and name conditions (always, for a rule without any)."""
+    def names_server(self, address: int | None, name: str | None,
+                     signature: str | None = None) -> bool:
+        """Whether the server end (its address, the flow's name and signature) meets
+        the rule's address, name and signature conditions (always, for a rule without
+        any)."""
         if not self.conditional:
             return True
         if address is not None and any(lo <= address <= hi for lo, hi in self.addresses):
+            return True
+        if signature is not None and signature in self.signatures:
             return True
         return name is not None and any(match_name(p, name) for p in self.names)
 
@@ -163,11 +188,12 @@ class RuleSet:
 
     @property
     def uses_names(self) -> bool:
-        return any(r.names for r in self.rules)
+        """Whether a rule needs what flows tell: a server name or a signature."""
+        return any(r.learns for r in self.rules)
 
     def classify_one(self, protocol: int | None, port_a: int | None, port_b: int | None,
                      addr_a: int | None = None, addr_b: int | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, signature: str | None = None) -> str:
         """Category of one packet, in plain Python (``protocol`` None: no IP layer;
         ports None: not captured)."""
         if protocol is None:
@@ -175,7 +201,7 @@ class RuleSet:
         if port_a is None or port_b is None:
             return OTHER
         for rule in self.rules:
-            if rule.matches(protocol, port_a, port_b, addr_a, addr_b, name):
+            if rule.matches(protocol, port_a, port_b, addr_a, addr_b, name, signature):
                 return rule.category
         return OTHER
 
@@ -321,10 +347,18 @@ def _parse_rule(raw: Any, index: int, path: str) -> Rule:
             raise RulesError(path, f"bad server name {_shown(item)} in 'names' (letters, digits, "
                                    "'-', '_', '.' and '*', at most 253)", label)
         names.append(text)
+    signatures = raw.get("signatures", [])
+    if not isinstance(signatures, list) or not all(
+            isinstance(x, str) and x in SIGNATURES for x in signatures):
+        bad = signatures if not isinstance(signatures, list) else next(
+            x for x in signatures if not isinstance(x, str) or x not in SIGNATURES)
+        raise RulesError(path, f"bad signature {_shown(bad)} in 'signatures' (a list of: "
+                               f"{', '.join(SIGNATURES)})", label)
     return Rule(name, category, description, tuple(protos), sides["client"], sides["server"],
                 addresses=tuple(ranges),
                 address_texts=tuple(str(a).strip() for a in addresses),
-                names=tuple(dict.fromkeys(names)))
+                names=tuple(dict.fromkeys(names)),
+                signatures=tuple(dict.fromkeys(signatures)))
 
 
 def _shown(value: Any) -> str:

@@ -183,7 +183,7 @@ def test_show_prints_every_rule_escaped(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for rule in load_rules("teams").rules:
         assert rule.name in proc.stdout
-    assert "52.112.0.0/14" in proc.stdout
+    assert "52.112.0.0/14" in proc.stdout and "signature: ms-stun" in proc.stdout
 
 
 def test_check_reports_the_bad_rule(tmp_path: Path) -> None:
