@@ -605,18 +605,22 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
     upgrade = (s[a, S_CAT] == first.other) & (t[b, S_CAT] != first.other)
     s[a[upgrade], S_CAT] = t[b[upgrade], S_CAT]
     s[a, S_DSCP_OTHER] += t[b, S_DSCP_OTHER]
-    for row, src in zip(a.tolist(), b.tolist(), strict=True):
-        for v, c in zip(later.dscp_val[src].tolist(), later.dscp_cnt[src].tolist(),
-                        strict=True):
-            if v == 0:
-                continue
-            vals = first.dscp_val[row]
-            spot = np.flatnonzero((vals == v) | (vals == 0))
-            if spot.size:
-                first.dscp_val[row, spot[0]] = v
-                first.dscp_cnt[row, spot[0]] += c
-            else:
-                first.stats[row, S_DSCP_OTHER] += c
+    # later's DSCP values, slot by slot (in order within each flow): into the slot
+    # holding the same value or the first free one, else counted as other. Rows of
+    # ``a`` are distinct, so each assignment touches a flow once.
+    for k in range(later.dscp_val.shape[1]):
+        v = later.dscp_val[b, k]
+        on = np.flatnonzero(v != 0)
+        if not on.size:
+            continue
+        rows, v, c = a[on], v[on], later.dscp_cnt[b[on], k]
+        vals = first.dscp_val[rows]
+        fits = (vals == v[:, None]) | (vals == 0)
+        has = fits.any(axis=1)
+        spot = fits.argmax(axis=1)
+        first.dscp_val[rows[has], spot[has]] = v[has]
+        first.dscp_cnt[rows[has], spot[has]] += c[has]
+        first.stats[rows[~has], S_DSCP_OTHER] += c[~has]
     new = np.flatnonzero(idx < 0)
     if new.size:
         m = first.count + new.size

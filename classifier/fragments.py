@@ -17,6 +17,7 @@ counted exactly once, whatever the batch size or the split of the capture.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from itertools import islice
 
 import numpy as np
 
@@ -160,14 +161,6 @@ class FragmentTable:
             oldest = next(iter(self.pending))
             self.dropped.extend(self.pending.pop(oldest))
 
-    def _remember(self, key: Key, info: Info) -> None:
-        self.first.pop(key, None)
-        self.first[key] = info
-        if len(self.first) > self.size:
-            del self.first[next(iter(self.first))]
-        if key not in self.earliest and len(self.earliest) < self.size:
-            self.earliest[key] = info
-
     def merge(self, later: FragmentTable) -> Packets | None:
         """Take in the table of the byte range that follows this one; returns the
         held-back packets that now find their datagram (ours in ``later``'s first
@@ -182,11 +175,16 @@ class FragmentTable:
             else:
                 for ref in refs:
                     self._hold(key, ref)
-        for key, info in later.earliest.items():
-            if key not in self.earliest and len(self.earliest) < self.size:
-                self.earliest[key] = info
-        for key, info in later.first.items():
-            self._remember(key, info)
+        _add_missing(self.earliest, later.earliest, self.size)
+        # later's first fragments are the latest: each moves to the end (the newest) and
+        # the oldest beyond the bound go, as process() does one by one; here in bulk.
+        first = self.first
+        for key in later.first.keys() & first.keys():
+            del first[key]
+        first.update(later.first)
+        for key in list(islice(first, max(0, len(first) - self.size))):
+            del first[key]
+        _add_missing(self.earliest, later.first, self.size)
         self.dropped.extend(later.dropped)
         return _release(released)
 
@@ -196,6 +194,18 @@ class FragmentTable:
         self.pending.clear()
         self.dropped = []
         return _gather(rest) if rest else None
+
+
+def _add_missing(into: dict[Key, Info], source: dict[Key, Info], size: int) -> None:
+    """Add ``source``'s entries that ``into`` lacks, in order, while ``into`` holds
+    fewer than ``size`` (a set difference first: usually nothing is missing)."""
+    room = size - len(into)
+    if room <= 0:
+        return
+    missing = source.keys() - into.keys()
+    if missing:
+        for key in [k for k in source if k in missing][:room]:
+            into[key] = source[key]
 
 
 def _key_matrix(h: Headers, sel: np.ndarray) -> np.ndarray:

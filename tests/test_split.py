@@ -321,3 +321,57 @@ def test_categories_only_counts_held_back_fragments_once(
     assert got["categories"] == want["categories"]
     assert got["totals"] == {"packets": want["packets"], "bytes": want["bytes"]}
     assert got["anomalies"] == want["anomalies"]
+
+
+def _entries(keys: list[int]) -> dict[tuple[int, ...], tuple[int, int, int, int]]:
+    return {(k,): (k, k + 1, k + 2, k % 2) for k in keys}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), *(st.lists(st.integers(0, 9), max_size=8, unique=True)
+                            for _ in range(4)))
+def test_fragment_tables_merge_as_one_by_one(size: int, first: list[int],
+                                             earliest: list[int], later_first: list[int],
+                                             later_earliest: list[int]) -> None:
+    """Merging the remembered first fragments in bulk keeps what remembering them one by
+    one, in order, keeps: the newest ``size`` of them, in the same order, and the
+    earliest ones while there is room."""
+    from classifier.fragments import FragmentTable
+
+    ours, later = FragmentTable(0, size), FragmentTable(0, size)
+    ours.first, ours.earliest = _entries(first[:size]), _entries(earliest[:size])
+    later.first, later.earliest = _entries(later_first[:size]), _entries(later_earliest[:size])
+    want_first, want_earliest = dict(ours.first), dict(ours.earliest)
+    for key, info in later.earliest.items():
+        if key not in want_earliest and len(want_earliest) < size:
+            want_earliest[key] = info
+    for key, info in later.first.items():
+        want_first.pop(key, None)
+        want_first[key] = info
+        if len(want_first) > size:
+            del want_first[next(iter(want_first))]
+        if key not in want_earliest and len(want_earliest) < size:
+            want_earliest[key] = info
+    assert ours.merge(later) is None
+    assert list(ours.first.items()) == list(want_first.items())
+    assert list(ours.earliest.items()) == list(want_earliest.items())
+
+
+def test_dscp_values_beyond_a_flows_slots_merge_as_in_one_piece(tmp_path: Path) -> None:
+    """A flow marked with six DSCP values, three on each side of the split and one on
+    both: the merged flow keeps the same four values and counts the rest as other."""
+    pytest.importorskip("scapy")
+    from scapy.all import IP, UDP, Ether, Raw, raw
+
+    records = []
+    for n, dscp in enumerate([1, 2, 3, 1, 2, 3, 3, 4, 5, 6, 5, 6]):
+        pkt = (Ether() / IP(src="10.0.0.1", dst="10.0.0.2", tos=dscp << 2)
+               / UDP(sport=50000, dport=3478) / Raw(b"a" * 100))
+        records.append((1_700_000_000_000_000_000 + n * 1_000_000, raw(pkt), len(raw(pkt))))
+    path = tmp_path / "dscp.pcap"
+    path.write_bytes(w.pcap(records))
+    whole = classifier.analyze(str(path)).to_dict()
+    record = 24 + 16 + len(records[0][1])
+    assert _split(path, [24 + 6 * record]) == whole
+    reported = whole["qos"]["reported"]
+    assert [r["dscp"] for r in reported] == ["1:2 2:2 3:3 4:1 more:4"]
