@@ -19,6 +19,8 @@ caller passes, see :mod:`classifier.naming`). Such rule sets always scan the wor
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from typing import NamedTuple
 
 import numpy as np
@@ -129,20 +131,20 @@ class CompiledRules:
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
 
     def _fixed_pairs(self, both: np.ndarray, swapped: np.ndarray) -> np.ndarray:
-        """Per pair of port classes, ``category * 4 + side + 1`` when no rule with an
-        address or name condition matches the ports (then neither the addresses nor a
-        name can change the answer: the compiled match skips its per-rule work), else
-        -1."""
+        """Per pair of port classes, ``category * 4 + side + 1`` when the first rule
+        the ports match has no address or name condition, or none matches (then
+        neither the addresses nor a name can change the answer: the compiled match
+        skips its per-rule work), else -1."""
         none = len(self.rules.rules)
         m_all = both | swapped
-        conditional = self._address_rules | self.name_rules
-        free = ~((m_all & conditional) != 0).any(axis=1)
         rule = np.full(m_all.shape[0], none, np.int64)
         for w in range(m_all.shape[1]):
             fresh = (m_all[:, w] != 0) & (rule == none)
             if fresh.any():
                 rule[fresh] = w * 64 + lowest_bit(m_all[fresh, w])
         r = np.where(rule == none, 0, rule)
+        free = (rule == none) | ((self._unconditional[r // 64] >> (r % 64).astype(np.uint64))
+                                 & np.uint64(1)).astype(bool)
         src = (both[np.arange(r.size), r // 64] >> (r % 64).astype(np.uint64)) & np.uint64(1)
         side = np.where(rule == none, -1, src.astype(np.int64))
         fixed = self.rule_category[rule].astype(np.int64) * 4 + side + 1
@@ -365,9 +367,23 @@ class CompiledRules:
         return rule
 
 
+#: Rule sets compiled lately, by content: a process compiles a set once, whatever the
+#: number of captures or byte ranges it analyses with it (forked workers inherit it).
+_COMPILED: dict[bytes, CompiledRules] = {}
+_COMPILED_KEPT = 4
+
+
 def compile_rules(rules: RuleSet) -> CompiledRules:
-    """Compile a rule set into lookup tables."""
-    return CompiledRules(rules)
+    """Compile a rule set into lookup tables (once per content: the tables are never
+    changed once built)."""
+    key = hashlib.blake2b(pickle.dumps(rules, protocol=5), digest_size=16).digest()
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = CompiledRules(rules)
+        if len(_COMPILED) >= _COMPILED_KEPT:
+            del _COMPILED[next(iter(_COMPILED))]
+        _COMPILED[key] = compiled
+    return compiled
 
 
 @kernel

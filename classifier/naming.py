@@ -76,8 +76,9 @@ def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_f
     """Find or add the flow of each packet ``at[j]`` in the open-addressing table
     (``keys`` as in :mod:`classifier.flows`, ``state`` -1 pending or a label, ``seen``
     the last time); ``out_label[j]`` its state, ``out_row[j]`` its row,
-    ``out_payload[j]`` its transport payload bytes on the wire (TCP: the IP length
-    less the headers, the header length read from ``buf``; -1 when unknown), and the
+    ``out_payload[j]`` its transport payload bytes on the wire for a pending flow
+    (TCP: the IP length less the headers, the header length read from ``buf``; -1
+    when unknown, and for decided flows), and the
     positions ``j`` of pending flows' packets that offer a name (payload, or UDP)
     listed in ``cand``: the first per flow in this batch (``offered`` holds the
     ``stamp`` of the batch that last listed one).
@@ -89,14 +90,6 @@ def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_f
     for j in range(at.shape[0]):
         i = at[j]
         pr = np.int64(proto[i])
-        doff = np.int64(8)  # UDP
-        if pr == 6:
-            doff = np.int64(-1)
-            if l4[i] + 13 <= cap[i]:
-                doff = (np.int64(buf[offset[i] + l4[i] + 12]) >> 4) * 4
-        end = np.int64(ipend[i]) if ipend[i] >= 0 else wire[i]
-        payload = end - l4[i] - doff if doff >= 0 else np.int64(-1)
-        out_payload[j] = payload
         row, h, _, a_hi, a_lo, b_hi, b_lo, ports = find_flow(
             slots, keys, src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], np.int64(sport[i]),
             np.int64(dport[i]), pr)
@@ -114,7 +107,18 @@ def follow_flows(buf, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, tcp_f
         seen[row] = ts[i]
         out_row[j] = row
         out_label[j] = state[row]
-        if state[row] < 0 and (payload != 0 or pr != 6) and offered[row] != stamp:
+        out_payload[j] = -1
+        if state[row] >= 0:
+            continue  # decided: its payload is not needed (nor its bytes read)
+        doff = np.int64(8)  # UDP
+        if pr == 6:
+            doff = np.int64(-1)
+            if l4[i] + 13 <= cap[i]:
+                doff = (np.int64(buf[offset[i] + l4[i] + 12]) >> 4) * 4
+        end = np.int64(ipend[i]) if ipend[i] >= 0 else wire[i]
+        payload = end - l4[i] - doff if doff >= 0 else np.int64(-1)
+        out_payload[j] = payload
+        if (payload != 0 or pr != 6) and offered[row] != stamp:
             offered[row] = stamp
             cand[nc] = j
             nc += 1

@@ -182,3 +182,17 @@ def test_lookup_cost_does_not_grow_with_rules() -> None:
         for i in range(60)
     ]}))
     assert ten.pair_table is not None and sixty.pair_table is not None
+
+
+def test_a_rule_set_is_compiled_once_per_content() -> None:
+    """Equal rule sets share their tables (a process compiles a set once, whatever the
+    number of captures or byte ranges); a set that differs in anything gets its own."""
+    from dataclasses import replace
+
+
+    one, again = load_rules(), load_rules()
+    assert one is not again and compile_rules(one) is compile_rules(again)
+    changed = replace(one, rules=(replace(one.rules[0], category="voice"), *one.rules[1:]))
+    other = compile_rules(changed)
+    assert other is not compile_rules(one)
+    assert other.categories[0] == "voice" and compile_rules(one).categories[0] == "audio"
