@@ -299,9 +299,7 @@ class Naming:
         # Candidates and DNS answers in capture order: a flow is named by answers seen
         # before the packet that decides it.
         dns_list = dns_at.tolist()
-        d = 0
         state = t.state
-        # Plain ints for the per-flow loop (numpy scalars cost more than the work).
         ci = sens[candidates]
         l4 = h.l4[ci].astype(np.int64)
         off = batch.offset[ci]
@@ -329,33 +327,41 @@ class Naming:
                 size = (buf[b + 2].astype(np.int64) << 8) | buf[b + 3]
                 stun[at_udp] = ((buf[b] & 0xC0) == 0) & (size + 20 == n_wire[at_udp])
         client_src = p.side[ci] != 0
-        server_hi = np.where(client_src, h.dst_hi[ci], h.src_hi[ci]).tolist()
-        server_lo = np.where(client_src, h.dst_lo[ci], h.src_lo[ci]).tolist()
+        server_hi = np.where(client_src, h.dst_hi[ci], h.src_hi[ci])
+        server_lo = np.where(client_src, h.dst_lo[ci], h.src_lo[ci])
         pending, dns = self.pending, self.dns
-        for j, i, r, n, look, begin, end, s_hi, s_lo, st in zip(
-                candidates.tolist(), ci.tolist(), row[candidates].tolist(), n_wire.tolist(),
-                parse.tolist(), start_at.tolist(), cap_end.tolist(), server_hi, server_lo,
-                stun.tolist(), strict=True):
-            while d < len(dns_list) and dns_list[d] < i:
-                self._learn_dns(batch, p, dns_list[d])
-                d += 1
-            pend = pending.get(r)
-            if not look and (pend is None or pend.segments <= 0 or n <= 0):
-                # (a message already begun goes on in this packet: parse it)
-                if pend is None:  # nothing held: decided in passing
-                    state[r] = dns.get((s_hi << 64) | s_lo, 0) if dns else 0
-                    if st and ms_stun(batch.buf[begin + 8 : end].tobytes(), n):
-                        state[r] = self._signed(int(state[r]), "ms-stun")
-                else:
-                    state[r] = self._finish_pending(r, released)
+        rows_c = row[candidates]
+        # Most candidates are plain: nothing to parse, nothing held (UDP, payloads that
+        # open no ClientHello or request). They only read the DNS answers seen before
+        # them, so they are decided together per span between two answers; the others
+        # one by one, in order.
+        plain = ~parse & ~stun
+        if pending:
+            plain &= np.array([r not in pending for r in rows_c.tolist()], np.bool_)
+        # Candidates between two answers (both are in capture order; an answer is seen
+        # after the candidate it is itself).
+        spans = (np.searchsorted(ci, dns_at, side="right") if dns_list
+                 else np.zeros(0, np.int64))
+        edges = [0, *spans.tolist(), ci.size]
+        for d in range(len(edges) - 1):
+            if d:
+                self._learn_dns(batch, p, dns_list[d - 1])
+            lo, hi = edges[d], edges[d + 1]
+            if lo == hi:
                 continue
-            if pend is None:
-                pend = pending[r] = self._new_pending(p, i)
-            if self._offer(batch, h, i, n, begin, end, pend) or \
-                    self._offer_more(batch, p, sens, row, payload, j, pend):
-                state[r] = self._finish_pending(r, released)
-        for i in dns_list[d:]:
-            self._learn_dns(batch, p, i)
+            at = np.flatnonzero(plain[lo:hi]) + lo
+            if at.size:
+                if dns:
+                    state[rows_c[at]] = [dns.get((a << 64) | b, 0) for a, b in zip(
+                        server_hi[at].tolist(), server_lo[at].tolist(), strict=True)]
+                else:
+                    state[rows_c[at]] = 0
+            for k in np.flatnonzero(~plain[lo:hi]).tolist():
+                k += lo
+                self._decide(batch, p, sens, row, payload, released, int(candidates[k]),
+                             int(ci[k]), int(rows_c[k]), int(n_wire[k]), bool(parse[k]),
+                             int(start_at[k]), int(cap_end[k]),
+                             (int(server_hi[k]) << 64) | int(server_lo[k]), bool(stun[k]))
         waiting = np.flatnonzero(label < 0)
         if waiting.size:
             label[waiting] = t.state[row[waiting]]
@@ -395,6 +401,30 @@ class Naming:
             else:  # left in the batch, marked: not counted with it
                 p = Packets(p.h, p.cat, p.side, p.wire, p.cap, p.ts, held=hold)
         return self._released_first(released, [p])
+
+    def _decide(self, batch: Batch, p: Packets, sens: np.ndarray, row: np.ndarray,
+                payload: np.ndarray, released: list[_Release], j: int, i: int, r: int,
+                n: int, look: bool, begin: int, end: int, server: int, st: bool) -> None:
+        """A candidate that is not plain: packet ``i`` (``j`` in ``sens``) of the flow in
+        row ``r``, ``n`` payload bytes on the wire, captured from ``begin`` to ``end``;
+        ``look``: its payload may open a ClientHello or a request; ``st``: a datagram
+        that may be STUN."""
+        state = self.table.state
+        pend = self.pending.get(r)
+        if not look and (pend is None or pend.segments <= 0 or n <= 0):
+            # (a message already begun goes on in this packet: parse it)
+            if pend is None:  # nothing held: decided in passing
+                state[r] = self.dns.get(server, 0) if self.dns else 0
+                if st and ms_stun(batch.buf[begin + 8 : end].tobytes(), n):
+                    state[r] = self._signed(int(state[r]), "ms-stun")
+            else:
+                state[r] = self._finish_pending(r, released)
+            return
+        if pend is None:
+            pend = self.pending[r] = self._new_pending(p, i)
+        if self._offer(batch, p.h, i, n, begin, end, pend) or \
+                self._offer_more(batch, p, sens, row, payload, j, pend):
+            state[r] = self._finish_pending(r, released)
 
     def _released_first(self, released: list[_Release], rest: list[Packets],
                         ) -> list[Packets]:

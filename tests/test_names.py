@@ -321,6 +321,37 @@ def test_flow_without_payload_is_decided_at_the_end(tmp_path: Path) -> None:
     assert got(analyze(str(path), rules=SERVICES, jobs=1)) == cap.totals()
 
 
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_dns_names_only_flows_that_begin_after_the_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: str) -> None:
+    """A UDP flow is decided at its first packet: an answer naming its server later in
+    the same batch does not name it (its packets after the answer included), and a
+    flow to the same server that begins after the answer is named. Many flows, so that
+    the answers fall between the candidates of one batch."""
+    if compiled == "1":
+        import classifier.sources as sources
+
+        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    cap = Capture()
+
+    def quic(server: str, sport: int, category: str) -> None:
+        cap.add(Ether() / IP(src=CLIENT, dst=server) / UDP(sport=sport, dport=443)
+                / Raw(b"q" * 1200), category)
+
+    for n in range(40):
+        early, late = f"20.7.{n}.1", f"20.7.{n}.2"
+        quic(early, 51000 + n, "not-office365")  # begins before the answer
+        quic(late, 52000 + n, "not-office365")
+        if n % 3 == 0:
+            cap.add(dns_answer(f"t{n}.sharepoint.com", [], [early, late]), "other")
+            quic(early, 51000 + n, "not-office365")  # the same flow, after the answer
+            quic(late, 53000 + n, "sharepoint")  # a new flow to it, after the answer
+        else:
+            quic(late, 53000 + n, "not-office365")
+    path = cap.write(tmp_path / "dns-order.pcap")
+    assert got(analyze(str(path), rules=SERVICES, jobs=1)) == cap.totals()
+
+
 def test_hostile_names_are_bounded_and_escaped(tmp_path: Path) -> None:
     """Markup, control bytes, non-ASCII and overlong names never stop the analysis
     and come out bounded and escaped."""
