@@ -105,6 +105,21 @@ def got(result: Any) -> dict[str, tuple[int, int]]:
     return {k: (v.packets, v.bytes) for k, v in result.categories.items() if v.packets}
 
 
+def read_with(monkeypatch: pytest.MonkeyPatch, *, batch_bytes: int | None = None,
+              compiled: str = "0") -> None:
+    """Read captures in batches of ``batch_bytes`` (tiny ones keep flows pending
+    across batches), and with ``compiled`` "1" through the compiled kernels even when
+    the capture is small."""
+    if batch_bytes:
+        import classifier.sources.pcap as pcap_reader
+
+        monkeypatch.setattr(pcap_reader, "BATCH_BYTES", batch_bytes)
+    if compiled == "1":
+        import classifier.sources as sources
+
+        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+
+
 def dns_answer(qname: str, chain: list[str], addresses: list[str]) -> Any:
     answers = []
     owner = qname
@@ -226,14 +241,7 @@ def test_categories_by_name_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                   batch_bytes: int | None, compiled: str) -> None:
     """Every packet of every flow in the category its name or address gives, the
     handshake included; with tiny batches too (flows pending across batches)."""
-    if batch_bytes:
-        import classifier.sources.pcap as pcap_reader
-
-        monkeypatch.setattr(pcap_reader, "BATCH_BYTES", batch_bytes)
-    if compiled == "1":
-        import classifier.sources as sources
-
-        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    read_with(monkeypatch, batch_bytes=batch_bytes, compiled=compiled)
     cap = services_capture()
     path = cap.write(tmp_path / "services.pcap")
     result = analyze(str(path), rules=SERVICES, jobs=1)
@@ -265,10 +273,7 @@ def test_a_table_that_grows_names_the_same(tmp_path: Path, monkeypatch: pytest.M
     import classifier.naming as naming
     import classifier.sources.pcap as pcap_reader
 
-    if compiled == "1":
-        import classifier.sources as sources
-
-        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    read_with(monkeypatch, compiled=compiled)
     # Twenty-four flows whose handshakes interleave: the table fills while they wait.
     cap = interleaved_flows(24)
     path = cap.write(tmp_path / "interleaved.pcap")
@@ -328,10 +333,7 @@ def test_dns_names_only_flows_that_begin_after_the_answer(
     the same batch does not name it (its packets after the answer included), and a
     flow to the same server that begins after the answer is named. Many flows, so that
     the answers fall between the candidates of one batch."""
-    if compiled == "1":
-        import classifier.sources as sources
-
-        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    read_with(monkeypatch, compiled=compiled)
     cap = Capture()
 
     def quic(server: str, sport: int, category: str) -> None:

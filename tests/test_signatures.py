@@ -23,7 +23,7 @@ from classifier.errors import RulesError
 from classifier.names import MS_STUN_ATTRIBUTES, ms_stun
 from classifier.rules import load_rules, parse_rules
 
-from .test_names import CLIENT, Capture, got
+from .test_names import CLIENT, Capture, got, read_with
 from .writers import pcap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,14 +215,7 @@ def test_flows_by_signature_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                   batch_bytes: int | None, compiled: str) -> None:
     """Every packet of a flow that opens with Microsoft's STUN extensions is media,
     the TCP handshake included; other STUN, and flows that open otherwise, are not."""
-    if batch_bytes:
-        import classifier.sources.pcap as pcap_reader
-
-        monkeypatch.setattr(pcap_reader, "BATCH_BYTES", batch_bytes)
-    if compiled == "1":
-        import classifier.sources as sources
-
-        monkeypatch.setattr(sources, "COMPILE_THRESHOLD", 0)
+    read_with(monkeypatch, batch_bytes=batch_bytes, compiled=compiled)
     cap = signature_capture()
     path = cap.write(tmp_path / "stun.pcap")
     result = analyze(str(path), rules=TEAMS, jobs=1)
