@@ -107,7 +107,7 @@ class CompiledRules:
         #: Rules with address or name conditions change how a packet is matched.
         self.conditional = any(r.conditional for r in rules.rules)
         #: Rules with names or signatures: flows must be followed for what they tell.
-        self.uses_names = any(r.learns for r in rules.rules)
+        self.uses_names = rules.uses_names
         #: The signatures some rule asks for.
         self.signatures = frozenset(s for r in rules.rules for s in r.signatures)
         self.prefixes = PrefixTable([r.addresses for r in rules.rules])
@@ -143,9 +143,9 @@ class CompiledRules:
             if fresh.any():
                 rule[fresh] = w * 64 + lowest_bit(m_all[fresh, w])
         r = np.where(rule == none, 0, rule)
-        free = (rule == none) | ((self._unconditional[r // 64] >> (r % 64).astype(np.uint64))
-                                 & np.uint64(1)).astype(bool)
-        src = (both[np.arange(r.size), r // 64] >> (r % 64).astype(np.uint64)) & np.uint64(1)
+        word, bit = r // 64, (r % 64).astype(np.uint64)
+        free = (rule == none) | ((self._unconditional[word] >> bit) & np.uint64(1)).astype(bool)
+        src = (both[np.arange(r.size), word] >> bit) & np.uint64(1)
         side = np.where(rule == none, -1, src.astype(np.int64))
         fixed = self.rule_category[rule].astype(np.int64) * 4 + side + 1
         return np.where(free, fixed, -1).astype(np.int32)
