@@ -280,7 +280,6 @@ class FlowTable:
     start_ts: int | None = None
     count: int = 0
     evicted: int = 0
-    total: int = 0  # flows created, evicted ones included
     keys: np.ndarray = field(init=False)
     stats: np.ndarray = field(init=False)
     dscp_val: np.ndarray = field(init=False)
@@ -336,7 +335,6 @@ class FlowTable:
               np.zeros((256, DSCP_SLOTS), np.int8), np.zeros((256, DSCP_SLOTS), np.int64))
         while start < n:
             sl = slice(start, n)
-            before = self.count
             count, ev_n, stop = kern(
                 h.proto[sl], h.src_hi[sl].view(np.int64), h.src_lo[sl].view(np.int64),
                 h.dst_hi[sl].view(np.int64), h.dst_lo[sl].view(np.int64),
@@ -347,7 +345,6 @@ class FlowTable:
                 *ev,
             )
             count, ev_n, stop = int(count), int(ev_n), int(stop)
-            self.total += count - before + ev_n
             self.count = count
             if ev_n:
                 self._emit(Flows(ev[0][:ev_n].copy(), ev[1][:ev_n].copy(),
@@ -395,8 +392,12 @@ class FlowTable:
                 self._evict(idle)
 
     def _evict(self, gone: np.ndarray) -> None:
-        n = self.count
         self._emit(self.rows(gone))
+        self._drop(gone)
+
+    def _drop(self, gone: np.ndarray) -> None:
+        """Remove the rows ``gone`` (a mask over the rows in use), keeping the order."""
+        n = self.count
         keep = ~gone
         m = int(keep.sum())
         self.keys[:m] = self.keys[:n][keep]
@@ -579,17 +580,11 @@ def find_flows(keys, slots, wanted, count):  # type: ignore[no-untyped-def]
     return out
 
 
-def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
-    """Fold ``later`` (the flows of the byte range after ``first``'s) into ``first``:
-    a flow seen on both sides of the split is one flow, its client end the one
-    ``first`` chose; an interval both counted it active in is counted once."""
-    n = later.count
-    if n == 0:
-        return
-    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, n)
-    hit = np.flatnonzero(idx >= 0)
-    a, b = idx[hit], hit
-    s, t = first.stats, later.stats
+def _fold(first: FlowTable, a: np.ndarray, stats: np.ndarray, dscp_val: np.ndarray,
+          dscp_cnt: np.ndarray, b: np.ndarray, series: Series) -> None:
+    """Add the later range's flow rows ``b`` (of ``stats``, ``dscp_val``,
+    ``dscp_cnt``) to ``first``'s rows ``a``, the same flows."""
+    s, t = first.stats, stats
     flip = s[a, S_CLIENT_A] != t[b, S_CLIENT_A]
     s[a, S_PK_UP] += np.where(flip, t[b, S_PK_DN], t[b, S_PK_UP])
     s[a, S_BY_UP] += np.where(flip, t[b, S_BY_DN], t[b, S_BY_UP])
@@ -608,12 +603,12 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
     # later's DSCP values, slot by slot (in order within each flow): into the slot
     # holding the same value or the first free one, else counted as other. Rows of
     # ``a`` are distinct, so each assignment touches a flow once.
-    for k in range(later.dscp_val.shape[1]):
-        v = later.dscp_val[b, k]
+    for k in range(dscp_val.shape[1]):
+        v = dscp_val[b, k]
         on = np.flatnonzero(v != 0)
         if not on.size:
             continue
-        rows, v, c = a[on], v[on], later.dscp_cnt[b[on], k]
+        rows, v, c = a[on], v[on], dscp_cnt[b[on], k]
         vals = first.dscp_val[rows]
         fits = (vals == v[:, None]) | (vals == 0)
         has = fits.any(axis=1)
@@ -621,6 +616,18 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
         first.dscp_val[rows[has], spot[has]] = v[has]
         first.dscp_cnt[rows[has], spot[has]] += c[has]
         first.stats[rows[~has], S_DSCP_OTHER] += c[~has]
+
+
+def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
+    """Fold ``later`` (the flows of the byte range after ``first``'s) into ``first``:
+    a flow seen on both sides of the split is one flow, its client end the one
+    ``first`` chose; an interval both counted it active in is counted once."""
+    n = later.count
+    if n == 0:
+        return
+    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, n)
+    hit = np.flatnonzero(idx >= 0)
+    _fold(first, idx[hit], later.stats, later.dscp_val, later.dscp_cnt, hit, series)
     new = np.flatnonzero(idx < 0)
     if new.size:
         m = first.count + new.size
@@ -632,7 +639,6 @@ def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
         first.dscp_val[end:m] = later.dscp_val[new]
         first.dscp_cnt[end:m] = later.dscp_cnt[new]
         first.count = m
-        first.total += new.size
         first.slots[:] = EMPTY
         first._reindex()
     first.evicted += later.evicted
@@ -646,24 +652,31 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
     held, later.held_first = later.held_first, []
     if not held:
         return
-    from .split import end_idle_flows  # import cycle
-
     rows = Flows(np.concatenate([f.keys for f in held]), np.concatenate([f.stats for f in held]),
                  np.concatenate([f.dscp_val for f in held]),
                  np.concatenate([f.dscp_cnt for f in held]), first.names)
     rows.stats[:, S_HOLD] = 0
-    tmp = FlowTable(other=first.other, n_categories=first.n_categories,
-                    max_flows=max(16, len(rows)), idle_timeout_ns=first.idle_timeout_ns,
-                    compiled=first.compiled, names=first.names)
     n = len(rows)
-    tmp.keys[:n], tmp.stats[:n] = rows.keys, rows.stats
-    tmp.dscp_val[:n], tmp.dscp_cnt[:n] = rows.dscp_val, rows.dscp_cnt
-    tmp.count = n
-    tmp._reindex()
-    end_idle_flows(first, tmp)  # flows the held record continues only after a gap
-    merge_tables(first, tmp, series)
-    # Every held record has ended: so has the flow it now is part of.
-    idx = find_flows.select(first.compiled)(first.keys, first.slots, tmp.keys, n)
-    gone = np.zeros(first.count, bool)
-    gone[idx[idx >= 0]] = True
-    first._evict(gone)
+    idx = find_flows.select(first.compiled)(first.keys, first.slots, rows.keys, n)
+    hit = np.flatnonzero(idx >= 0)
+    # A flow the held record continues only after more than the idle timeout had
+    # ended before it (as end_idle_flows has it): the record is one of its own.
+    gap = rows.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
+    ended = np.zeros(first.count, bool)
+    ended[idx[hit[gap]]] = True
+    if gap.any():
+        first._emit(first.rows(ended))
+    join = hit[~gap]
+    _fold(first, idx[join], rows.stats, rows.dscp_val, rows.dscp_cnt, join, series)
+    # Every held record has ended, and so has the flow it is now part of: those flows
+    # in table order, then the records of their own in held order.
+    joined = np.zeros(first.count, bool)
+    joined[idx[join]] = True
+    own = np.ones(n, bool)
+    own[join] = False
+    mine, theirs = first.rows(joined), rows.take(own)
+    first._emit(Flows(np.concatenate([mine.keys, theirs.keys]),
+                      np.concatenate([mine.stats, theirs.stats]),
+                      np.concatenate([mine.dscp_val, theirs.dscp_val]),
+                      np.concatenate([mine.dscp_cnt, theirs.dscp_cnt]), first.names))
+    first._drop(ended | joined)

@@ -298,6 +298,37 @@ def test_a_flow_idle_inside_the_later_range_joins_across_the_split(
     assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
 
 
+@pytest.mark.parametrize("max_packets", [1, 65_536])
+def test_held_records_of_their_own_and_after_a_gap_stay_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_packets: int) -> None:
+    """Flows first seen soon after the split that end inside the later range (found
+    idle while it is read, in batches of one packet) are held for the merge: one
+    continues a flow of the first range only after the idle timeout (read in one
+    piece, two records), the others continue nothing (records of their own)."""
+    import functools
+
+    import classifier.pipeline as pipeline
+    from classifier.sources import open_capture
+
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=max_packets))
+    t0 = 1_700_000_000 * 10**9
+    s = 10**9
+    a, c, d, e = (_udp_frame(p) for p in (50000, 50002, 50003, 50004))
+    recs = [(t0 + i * 10**7, a, len(a)) for i in range(10)]  # A, before the split
+    recs.append((t0 + 250 * s, c, len(c)))  # C: the later range begins here
+    recs += [(t0 + 400 * s + i * 10**7, a, len(a)) for i in range(10)]  # A after 400 s
+    recs += [(t0 + 420 * s + i * 10**7, d, len(d)) for i in range(3)]  # D
+    recs.append((t0 + 900 * s, e, len(e)))  # E: A, C and D have ended by now
+    path = tmp_path / "held.pcap"
+    path.write_bytes(w.pcap(recs))
+    whole = classifier.analyze(str(path)).to_dict()
+    assert whole["flows_summary"]["flows"] == 5
+    cut = 24 + 10 * (16 + len(a))
+    ranges = [(24, cut), (cut, path.stat().st_size)]
+    assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("max_packets", [1, 7, 65_536])
 def test_categories_only_counts_held_back_fragments_once(
