@@ -21,6 +21,7 @@ from itertools import islice
 
 import numpy as np
 
+from ._jit import kernel
 from .decode import FLAG_FIRST_FRAGMENT, FLAG_LATER_FRAGMENT, Headers
 
 __all__ = ["FRAGMENT_TABLE_SIZE", "FragmentTable", "Packets"]
@@ -97,11 +98,12 @@ class FragmentTable:
         self.pending: dict[Key, list[Ref]] = {}
         self.dropped: list[Ref] = []  # held back, then pushed out by newer ones
 
-    def settle(self, p: Packets) -> tuple[Packets, Packets | None]:
+    def settle(self, p: Packets, *, compiled: bool = False) -> tuple[Packets, Packets | None]:
         """Settle the fragments of a batch: returns the packets to count now (later
         fragments held back are left out: listed in ``held``) and the held-back
         packets released by first fragments of this batch, in their datagram's
-        category."""
+        category. ``compiled``: match fragments within the batch with the compiled
+        kernel (else with numpy, which costs no compilation on a tiny capture)."""
         h = p.h
         sel = np.flatnonzero(h.flags & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT))
         if sel.size == 0:
@@ -110,7 +112,9 @@ class FragmentTable:
         keys = _key_matrix(h, sel)
         # A later fragment after its first fragment in this batch takes its info
         # (columnar); only first fragments and the rest need the tables, in order.
-        source = _first_before(keys, is_first)
+        source = np.full(sel.size, -1, np.int64)
+        if is_first.any() and not is_first.all():
+            (first_before.compiled if compiled else first_before)(keys, is_first, source)
         done = source >= 0
         if done.any():
             dst, src = sel[done], sel[source[done]]
@@ -227,13 +231,9 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                  0x94D049BB133111EB], np.uint64)
 
 
-def _first_before(keys: np.ndarray, is_first: np.ndarray) -> np.ndarray:
-    """For each later fragment, the row of the last first fragment before it with the
-    same key (-1 if none, and for first fragments)."""
+def _first_before_columns(keys: np.ndarray, is_first: np.ndarray, out: np.ndarray) -> None:
+    """:func:`first_before` with numpy's whole-array operations."""
     m = keys.shape[0]
-    out = np.full(m, -1, np.int64)
-    if not is_first.any() or is_first.all():
-        return out
     # Rows grouped by a hash of their key, in position order within a group.
     digest = np.bitwise_xor.reduce(keys * _MIX, axis=1)
     order = np.argsort(digest, kind="stable")
@@ -249,7 +249,47 @@ def _first_before(keys: np.ndarray, is_first: np.ndarray) -> np.ndarray:
     # Equal hashes of different keys: left to the tables, which tell them apart.
     differ = (keys[found] != keys[out[found]]).any(axis=1)
     out[found[differ]] = -1
-    return out
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(32)
+
+
+@kernel(interpreted=_first_before_columns)
+def first_before(keys, is_first, out):  # type: ignore[no-untyped-def]
+    """For each later fragment (``is_first`` false), the row of the last first
+    fragment before it with the same key, written to ``out`` (left as it is when
+    there is none, and for first fragments). One pass over an open-addressing table
+    of the latest first fragment per key: where numpy's sorting costs a dozen whole-
+    array passes per batch for a few dozen fragments."""
+    m = keys.shape[0]
+    size = 16
+    while size < 2 * m:
+        size *= 2
+    mask = size - 1
+    latest = np.full(size, -1, np.int64)
+    width = keys.shape[1]
+    for i in range(m):
+        h = np.uint64(0)
+        for j in range(width):
+            h = (h ^ keys[i, j]) * _GOLDEN
+        slot = np.int64(h >> _SHIFT) & mask
+        while True:
+            r = latest[slot]
+            if r < 0:
+                break
+            same = True
+            for j in range(width):
+                if keys[r, j] != keys[i, j]:
+                    same = False
+                    break
+            if same:
+                break
+            slot = (slot + 1) & mask
+        if is_first[i]:
+            latest[slot] = i
+        elif r >= 0:
+            out[i] = r
 
 
 def _gather(refs: list[Ref]) -> Packets:
@@ -266,6 +306,8 @@ def _gather(refs: list[Ref]) -> Packets:
         parts.append(holder.packets.take(np.array(rows, np.int64)))
         order += positions
     gathered = Packets.concat(parts)
+    if len(parts) == 1:
+        return gathered  # one batch's fragments, already in the order given
     return gathered.take(np.argsort(np.array(order), kind="stable"))
 
 

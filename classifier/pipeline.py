@@ -326,7 +326,7 @@ def count_batch(batch: Batch, compiled_rules: CompiledRules, agg: Aggregator,
         assert side is not None
         parts = [Packets(h, cat, side, batch.wirelen, batch.caplen, batch.ts)]
     for packets in parts:
-        now, released = fragments.settle(packets)
+        now, released = fragments.settle(packets, compiled=compiled)
         agg.add(now)
         if released is not None:
             agg.add(released)

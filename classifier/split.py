@@ -218,8 +218,10 @@ def end_idle_flows(first: Any, later: Any) -> None:
 
 
 def warm_up() -> None:
-    """Load the compiled record walk and decoder (from numba's cache when it has them)."""
+    """Load the compiled record walk, decoder and fragment matching (from numba's cache
+    when it has them)."""
     from .decode import Headers, decode_packets
+    from .fragments import first_before
     from .sources.pcap import walk_pcap
 
     buf = np.zeros(64, np.uint8)
@@ -229,3 +231,4 @@ def warm_up() -> None:
                        z.copy())
     cols = Headers.empty(1)
     decode_packets.compiled(buf, z, z.copy(), z + 1, *cols.as_tuple())
+    first_before.compiled(np.zeros((1, 7), np.uint64), np.zeros(1, bool), z.copy())
