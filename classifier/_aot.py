@@ -55,6 +55,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
         (U8, I64, I64, I64, I64, U16, U16, I8, U8, I32, INT, I64, I64, U8, U8, I32, I64, I64,
          I64_2, I64, I64_2, I64_2, I8_2, I64_2, INT, INT, INT, I64_2, I64_2, I8_2, I64_2),
     "classifier.prefixes:find_intervals": (U64, U64, I32_2, U64, U64, I64),
+    "classifier.lookup:classify_pairs":
+        (U8, U8, U16, U16, U8, I64, U16, I32, I8, INT, INT, FLAG, I32, I8),
     "classifier.lookup:first_rules":
         (I64, I64, I64, I64, U64, U64, U64, U64, U64, U64, I32_2, I32, U64, INT, U64_2, U64_2,
          I32, U64_2, U64, U64_2, U64, I32, INT, I64, I32, I8, BOOL),

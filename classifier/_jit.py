@@ -74,18 +74,29 @@ _INT, _FLAG, _FLOAT = -1, -2, -3
 _SCALARS = {"i": _INT, "b": _FLAG, "f": _FLOAT}
 
 
+#: numpy's array flag bits (``ndarray.flags.num``; NPY_ARRAY_* in its C API).
+_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x1, 0x100, 0x400
+
+
 def arg_key(arg: Any) -> int | None:
     """How an argument is typed, as a small integer: ``(dtype number << 8) | (ndim << 2)
     | (contiguous << 1) | writable`` for an aligned array in the machine's byte order, a
     negative kind for an integer, a flag or a float, None for anything else. (Cheap: it
-    is taken for every argument of every call.)"""
-    if type(arg) is np.ndarray:
-        flags = arg.flags
-        if not (flags.aligned and arg.dtype.isnative):
+    is taken for every argument of every call, so the common types are tested first,
+    by identity, and an array's flags are read as one integer.)"""
+    kind = type(arg)
+    if kind is np.ndarray:
+        flags = arg.flags.num
+        dtype = arg.dtype
+        if not (flags & _ALIGNED and dtype.isnative):
             return None  # the exports assume aligned values in the machine's byte order
-        key: int = ((arg.dtype.num << 8) | (arg.ndim << 2) | (flags.c_contiguous << 1)
-                    | flags.writeable)
+        key: int = ((dtype.num << 8) | (arg.ndim << 2) | ((flags & _C_CONTIGUOUS) << 1)
+                    | bool(flags & _WRITEABLE))
         return key
+    if kind is int:
+        return _INT
+    if kind is bool:
+        return _FLAG
     if isinstance(arg, bool | np.bool_):
         return _FLAG
     if isinstance(arg, int | np.integer):

@@ -129,6 +129,9 @@ class CompiledRules:
         if n_classes <= _PAIR_TABLE_MAX:
             self.pair_table, self._src_client = self._pair_table(client, server)
             self._pairs = self.pair_table.ravel()  # flat: one gather per packet
+            # The compiled kernel's fixed types (one export serves every rule set).
+            self._port_class16 = self.port_class.astype(np.uint16)
+            self._pairs32 = self._pairs.astype(np.int32)
 
     def _fixed_pairs(self, both: np.ndarray, swapped: np.ndarray) -> np.ndarray:
         """Per pair of port classes, ``category * 4 + side + 1`` when the first rule
@@ -205,6 +208,14 @@ class CompiledRules:
         """
         if self.conditional:
             return self._classify_conditional(h, names, compiled)
+        if compiled and self.pair_table is not None:
+            n = h.proto.shape[0]
+            cat_out, side_out = np.empty(n, np.int32), np.empty(n if sides else 0, np.int8)
+            classify_pairs.compiled(h.proto, h.flags, h.sport, h.dport, h.ip,
+                                    self.slot_of_proto, self._port_class16, self._pairs32,
+                                    self._src_client, self.n_classes, self.non_ip, sides,
+                                    cat_out, side_out)
+            return cat_out, side_out if sides else None
         ported = (h.flags & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
         base = self.slot_of_proto[h.proto]
         base *= ported
@@ -384,6 +395,22 @@ def compile_rules(rules: RuleSet) -> CompiledRules:
             del _COMPILED[next(iter(_COMPILED))]
         _COMPILED[key] = compiled
     return compiled
+
+
+@kernel
+def classify_pairs(proto, flags, sport, dport, ip, slot_of_proto, port_class, pairs,  # type: ignore[no-untyped-def]
+                   src_client, n_classes, non_ip, sides, cat, side):
+    """:meth:`CompiledRules.classify_with_sides` with a pair table, in one pass: each
+    end's port class (the protocol's slot of the port table; slot 0 for packets
+    without ports, and for later fragments, whose ports are not in them), then the
+    pair's category and client end."""
+    for i in range(proto.shape[0]):
+        ported = (flags[i] & (FLAG_PORTS | FLAG_LATER_FRAGMENT)) == FLAG_PORTS
+        base = slot_of_proto[proto[i]] << 16 if ported else 0
+        pair = np.int64(port_class[base + sport[i]]) * n_classes + port_class[base + dport[i]]
+        cat[i] = non_ip if ip[i] == 0 else pairs[pair]
+        if sides:
+            side[i] = src_client[pair]
 
 
 @kernel

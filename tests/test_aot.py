@@ -137,6 +137,10 @@ def test_argument_keys() -> None:
     assert arg_key(np.zeros(2, ">i8")) is None  # another byte order: not the exports'
     unaligned = np.frombuffer(bytes(17), np.uint8)[1:].view(np.int64)
     assert not unaligned.flags.aligned and arg_key(unaligned) is None
+    f_order = np.zeros((3, 2), np.int32, order="F")
+    f_order.setflags(write=False)
+    assert arg_key(f_order) == slot_key("int322ar")
+    assert arg_key(np.zeros((1, 4), np.uint16)[:, ::2]) == slot_key("uint162aw")
     keys = [slot_key(f"{t}{n}{c}{w}") for t in ("uint8", "int8", "int64", "uint64", "bool")
             for n in (1, 2) for c in "ca" for w in "wr"]
     assert len(set(keys)) == len(keys) and min(keys) >= 0

@@ -148,6 +148,32 @@ def test_compiled_lookup_past_64_rules_equals_plain_evaluation(
     _check_lookup(rules, pkts)
 
 
+@settings(max_examples=200, deadline=None)
+@given(rules=rule_sets(), pkts=packets,
+       kinds=st.lists(st.sampled_from(["ported", "no-ports", "later-fragment", "non-ip"]),
+                      min_size=60, max_size=60))
+def test_compiled_pair_lookup_equals_numpy_with_client_ends(
+        rules: RuleSet, pkts: list[tuple[int, int, int]], kinds: list[str]) -> None:
+    """The one-pass kernel and the numpy gathers agree on categories and client ends,
+    for packets with ports, without, later fragments and non-IP ones."""
+    compiled = compile_rules(rules)
+    assert compiled.pair_table is not None
+    arr = np.array(pkts, np.int64)
+    n = len(pkts)
+    flag_of = {"ported": FLAG_PORTS, "no-ports": 0, "later-fragment": FLAG_LATER_FRAGMENT,
+               "non-ip": 0}
+    flags = np.array([flag_of[k] for k in kinds[:n]], np.uint8)
+    ip = np.array([0 if k == "non-ip" else 4 for k in kinds[:n]], np.uint8)
+    h = _headers(arr[:, 0], arr[:, 1], arr[:, 2], ip, flags)
+    cat, side = compiled.classify_with_sides(h, compiled=True)
+    want_cat, want_side = compiled.classify_with_sides(h, compiled=False)
+    assert side is not None and want_side is not None
+    assert cat.tolist() == want_cat.tolist()
+    assert side.tolist() == want_side.tolist()
+    alone, none = compiled.classify_with_sides(h, sides=False, compiled=True)
+    assert none is None and alone.tolist() == want_cat.tolist()
+
+
 def test_scan_path_for_many_port_classes_equals_plain_evaluation() -> None:
     # 1,500 rules of distinct single ports: too many classes for the pair table.
     rules = parse_rules({"rule": [
