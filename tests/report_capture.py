@@ -65,9 +65,9 @@ def frame(s: Stream, up: bool) -> bytes:
     return eth + ip + l4 + payload
 
 
-def records() -> list[tuple[int, bytes, int]]:
+def records(streams: tuple[Stream, ...] = STREAMS) -> list[tuple[int, bytes, int]]:
     out = []
-    for s in STREAMS:
+    for s in streams:
         for second in s.active:
             for k in range(s.pps):
                 ts = (START + second) * 1_000_000_000 + k * (1_000_000_000 // s.pps)
@@ -78,8 +78,8 @@ def records() -> list[tuple[int, bytes, int]]:
     return out
 
 
-def capture() -> bytes:
-    return pcap(records())
+def capture(streams: tuple[Stream, ...] = STREAMS) -> bytes:
+    return pcap(records(streams))
 
 
 def per_second(category: str | None, up: bool) -> list[int]:

@@ -149,6 +149,52 @@ def test_projection_of_the_constructed_capture(report: dict[str, Any]) -> None:
         assert all(s["assumption"] for s in est["scaled"]["steps"] + est["bottom_up"]["steps"])
 
 
+def test_media_of_unknown_modality_is_counted_as_streams_and_projected_by_rate(
+        tmp_path: Path) -> None:
+    """``teams.toml`` calls UDP to the Teams media ranges on other ports ``media``: its
+    flows are concurrent streams with a measured rate, no per-stream guidance, and the
+    bottom-up projection scales their rate instead of counting them as non-media."""
+    streams = (
+        rc.Stream("audio", 17, ("10.0.0.1", 50000), ("52.112.0.10", 3479), range(0, 20), 50,
+                  200, 180, 46),
+        # 10 of the 20 seconds, two at once for 5 of them.
+        rc.Stream("media", 17, ("10.0.0.5", 40000), ("52.112.0.20", 40001), range(0, 10), 50,
+                  300, 250, 46),
+        rc.Stream("media", 17, ("10.0.0.6", 40002), ("52.112.0.20", 40003), range(5, 10), 50,
+                  300, 250, 46),
+        rc.Stream("https", 6, ("10.0.0.4", 40000), ("52.96.0.1", 443), range(0, 20), 20, 100,
+                  1500, 0),
+    )
+    path = tmp_path / "media.pcap"
+    path.write_bytes(rc.capture(streams))
+    result = analyze([str(path)], rules="teams", options=Options(
+        inside=(rc.INSIDE,), interval_ns=1_000_000_000))
+    assert {c: v.packets for c, v in result.categories.items() if v.packets} == {
+        "audio": 2_000, "media": 1_500, "https": 800}
+    report = build_report(result, users=4, plan_users=40)
+    assert report["streams"]["media"] == {"peak": 2, "p95": 2.0, "average": 0.75,
+                                          "stream_seconds": 15.0}
+    media = report["per_stream"]["media"]
+    assert (media["upload_bps"], media["download_bps"]) == (120_000, 100_000)
+    assert media["guidance"] == [] and media["rule_of_thumb_kbps"] is None
+    assert not media["modality_known"] and report["per_stream"]["audio"]["modality_known"]
+    # The rate of media per second: 1 or 2 streams x 50 packets x 300 B (up) x 8 bit.
+    up = np.array([2 * 120_000 if 5 <= t < 10 else 120_000 if t < 10 else 0
+                   for t in range(20)])
+    assert report["unknown_modality_p95_bps"]["upload"]["media"] == pytest.approx(
+        np.percentile(up, 95))
+    assert report["non_media_p95_bps"]["upload"] == pytest.approx(20 * 100 * 8)  # https
+    est = report["projection"]["directions"]["upload"]["bottom_up"]
+    steps = {s["label"]: s["value"] for s in est["steps"]}
+    assert steps["media (modality unknown)"] == pytest.approx(np.percentile(up, 95) * 10)
+    assert est["value_bps"] == pytest.approx(
+        10 * 58_000 + np.percentile(up, 95) * 10 + 16_000 * 10)
+    text = render_report(result, report, "md")
+    assert "| media | modality unknown" in text
+    page = render_report(result, report, "html")
+    assert "modality unknown (audio, video or sharing)" in page
+
+
 def test_top_flows_talkers_and_qos(report: dict[str, Any]) -> None:
     flows = [(f["category"], f["bytes"]) for f in report["top_flows"]]
     assert flows == [("https", 640_000), ("video", 440_000), ("audio", 380_000),

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..measures import DIRECTIONS
 from ..result import AnalysisResult
-from .model import LINK, MEDIA
+from .model import LINK, STREAMS
 from .units import human_duration
 
 __all__ = ["render_charts"]
@@ -134,7 +134,7 @@ def render_charts(result: AnalysisResult, report: dict[str, Any]) -> dict[str, s
 
         fig, ax = plt.subplots(figsize=(7.2, 3.0), layout="constrained")
         drawn = False
-        for c in MEDIA:
+        for c in STREAMS:
             if c not in names or c not in report["streams"]:
                 continue
             i = names.index(c)

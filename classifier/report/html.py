@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 
+from .model import UNKNOWN_NOTE
 from .units import human_bytes, human_count, human_duration, human_rate, human_share
 
 __all__ = ["FORMATTERS", "MAX_FILES", "lookup", "render_html", "when"]
@@ -63,4 +64,5 @@ def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
     env.filters["when"] = when
     source = resources.files(__package__).joinpath("templates/report.html.j2").read_text(
         encoding="utf-8")
-    return env.from_string(source).render(r=report, max_files=MAX_FILES)
+    return env.from_string(source).render(r=report, max_files=MAX_FILES,
+                                                unknown_note=UNKNOWN_NOTE)

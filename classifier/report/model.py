@@ -19,13 +19,23 @@ from .collect import TopFlows
 from .guidance import LEVELS, RULE_OF_THUMB, SOURCE, TEAMS, figure_for
 from .projection import bottom_up, scaled
 
-__all__ = ["LINK", "MEDIA", "REPORT_SCHEMA", "build_report"]
+__all__ = ["LINK", "MEDIA", "REPORT_SCHEMA", "STREAMS", "UNKNOWN_MODALITY", "UNKNOWN_NOTE",
+           "build_report"]
 
 REPORT_SCHEMA = 1
 #: The directions that cross the link between the user's network and the outside.
 LINK = ("upload", "download")
 #: Media categories: counted as concurrent streams, compared with per-stream guidance.
 MEDIA = tuple(EXPECTED_DSCP)
+#: Media whose modality the rules cannot tell (calls found by the relays' addresses or by
+#: a signature, as ``teams.toml`` has them): counted as concurrent streams, but no
+#: per-stream figure applies, so the bottom-up projection scales their measured rate.
+UNKNOWN_MODALITY = ("media",)
+#: Every category counted as concurrent streams.
+STREAMS = MEDIA + UNKNOWN_MODALITY
+#: What the per-stream tables say of a category in UNKNOWN_MODALITY.
+UNKNOWN_NOTE = ("modality unknown (audio, video or sharing): no per-stream figure applies; "
+                "the projection scales its measured rate")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -88,8 +98,9 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
     span = _observed(result, s.interval_ns, bins)
     bps = s.bytes[rows] * 8 / interval_s  # [rows, categories, directions]
     media = [c for c in MEDIA if c in names]
-    media_idx = [names.index(c) for c in media]
-    other_idx = [i for i in range(len(names)) if i not in media_idx]
+    unknown = [c for c in UNKNOWN_MODALITY if c in names]
+    stream_idx = [names.index(c) for c in media + unknown]
+    other_idx = [i for i in range(len(names)) if i not in stream_idx]
 
     totals = result.totals
     firsts = [c.first_ts for c in result.captures if c.first_ts is not None]
@@ -125,6 +136,7 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
 
     links: dict[str, Any] = {}
     non_media: dict[str, float] = {}
+    unknown_p95: dict[str, dict[str, float]] = {}
     for d in LINK:
         j = DIRECTIONS.index(d)
         st = _stats(bps[:, :, j].sum(axis=1), span)
@@ -132,10 +144,12 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
                     "average_bps": _round(st["average"]), "peak_bps": _round(st["peak"]),
                     "p95_bps": _round(st["p95"])}
         non_media[d] = _round(_stats(bps[:, other_idx, j].sum(axis=1), span)["p95"])
+        unknown_p95[d] = {c: _round(_stats(bps[:, names.index(c), j], span)["p95"])
+                          for c in unknown}
 
     streams: dict[str, Any] = {}
     per_stream: dict[str, Any] = {}
-    for c, i in zip(media, media_idx, strict=True):
+    for c, i in zip(media + unknown, stream_idx, strict=True):
         active = s.active[rows, i]
         st = _stats(active, span)
         stream_s = float(active.sum()) * interval_s
@@ -151,6 +165,7 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
                                "download": row.kbps(lv, "download")} for lv in LEVELS}}
             for row in TEAMS if row.category == c]
         entry["rule_of_thumb_kbps"] = RULE_OF_THUMB.get(c)
+        entry["modality_known"] = c in media
         per_stream[c] = entry
 
     projection: dict[str, Any] | None = None
@@ -161,7 +176,8 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
             a = scaled(links[d]["p95_bps"], users, target, direction=d, interval_s=interval_s)
             b = bottom_up({c: streams[c]["p95"] for c in media},
                           {c: figure_for(c).kbps(level, d) for c in media},
-                          non_media[d], users, target, direction=d, level=level)
+                          non_media[d], users, target, direction=d, level=level,
+                          unknown_p95_bps=unknown_p95[d])
             projection["directions"][d] = {"scaled": a.to_dict(), "bottom_up": b.to_dict()}
 
     qos: dict[str, Any] = {}
@@ -174,6 +190,7 @@ def build_report(result: AnalysisResult, top: TopFlows | None = None, *,
         "traffic": traffic,
         "links": links,
         "non_media_p95_bps": non_media,
+        "unknown_modality_p95_bps": unknown_p95,
         "streams": streams,
         "per_stream": per_stream,
         "guidance_source": SOURCE,

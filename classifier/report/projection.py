@@ -4,7 +4,8 @@
   direction, per user, times the planned users.
 - **Bottom-up**: per media category, the 95th percentile of concurrent streams per
   user times the planned users times Microsoft's per-stream figure; plus the measured
-  95th-percentile rate of the rest of the traffic (non-media), scaled the same way.
+  95th-percentile rate of media whose modality is unknown, and of the rest of the
+  traffic (non-media), each scaled the same way.
 
 Each estimate is a list of :class:`Step`: a figure, its unit, and the assumption that
 produces it, so that a report can print every assumption next to its number.
@@ -78,9 +79,11 @@ def scaled(p95_bps: float, users: int, plan_users: int, *, direction: str,
 
 def bottom_up(streams_p95: Mapping[str, float], per_stream_kbps: Mapping[str, float],
               non_media_p95_bps: float, users: int, plan_users: int, *, direction: str,
-              level: str) -> Estimate:
+              level: str, unknown_p95_bps: Mapping[str, float] | None = None) -> Estimate:
     """Concurrent streams per user times ``plan_users`` times the per-stream figure,
-    per media category, plus the non-media 95th percentile scaled per user."""
+    per media category, plus the non-media 95th percentile scaled per user.
+    ``unknown_p95_bps``: the 95th-percentile rate of each media category whose
+    modality is unknown (no per-stream figure applies), scaled per user too."""
     _check(users, plan_users)
     factor = plan_users / users
     steps: list[Step] = []
@@ -99,6 +102,15 @@ def bottom_up(streams_p95: Mapping[str, float], per_stream_kbps: Mapping[str, fl
             f"{category}: streams x {kbps:,g} kbit/s", rate, "bps",
             f"Microsoft's Teams {level} {direction} figure per {category} stream "
             f"({row.scenario}; source in the guidance table)"))
+    for category, p95_bps in (unknown_p95_bps or {}).items():
+        rate = p95_bps * factor
+        total += rate
+        steps.append(Step(
+            f"{category} (modality unknown)", rate, "bps",
+            f"the measured 95th-percentile {direction} rate of {category} "
+            f"({p95_bps:,.0f} bit/s) per user, times the planned users: the rules found "
+            "these calls by address or signature, not by modality, so no per-stream "
+            "figure applies"))
     non_media = non_media_p95_bps * factor
     total += non_media
     steps.append(Step(

@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+from .model import UNKNOWN_NOTE
 from .units import human_bytes, human_count, human_duration, human_rate, human_share
 
 __all__ = ["render_csv", "render_json", "render_markdown"]
@@ -82,6 +83,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         if p["rule_of_thumb_kbps"]:
             rows.append([k, "Skype for Business rule of thumb", f"{p['rule_of_thumb_kbps']} "
                          "kbit/s", f"{p['rule_of_thumb_kbps']} kbit/s"])
+        if not p["modality_known"]:
+            rows.append([k, UNKNOWN_NOTE, "", ""])
     out += _table(["category", "figure", "upload", "download"], rows)
     out += [f"Source: {report['guidance_source']}.", ""]
     out += ["## Link capacity needed", ""]
