@@ -5,8 +5,11 @@ Every tool runs as its own subprocess, so the peak RSS reported (from ``os.wait4
 child's own ``ru_maxrss``) is its own. Rounds alternate between the tools (round 1: all
 tools, round 2: all tools, ...) so that a slow drift of the machine hits all of them
 alike; the table shows the median time over the rounds and the highest peak RSS. The
-capture is read once before the first round so that every tool reads it from the page
-cache.
+captures are read again before every timed run, so that every tool reads them from the
+page cache: on a shared VM the host can take the cache back between two runs (seen
+here: 10 GB of cached captures dropped within minutes), and a run that reads from the
+disk measures the disk. The output says how many of those re-reads found a capture
+evicted.
 
 Tools (``--only`` takes these names, comma separated; ``ours`` means both of ours):
 
@@ -201,6 +204,35 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None,
         err.seek(0)
         return (wall, rss, cpu, proc.returncode, out.read().decode("utf-8", "replace"),
                 err.read().decode("utf-8", "replace"))
+
+
+#: A re-read slower than this (bytes/s) came from the disk, not the page cache.
+CACHED_RATE = 2e9
+
+
+class Cache:
+    """Keeps captures in the page cache between timed runs, and counts evictions."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self.size = sum(os.path.getsize(p) for p in self.paths)
+        self.rereads = 0
+        self.evicted = 0
+
+    def warm(self) -> None:
+        """Read every capture (cheap when cached); note a read that came from disk."""
+        start = time.perf_counter()
+        for path in self.paths:
+            measure(["cat", path], stdout_to_null=True)
+        seconds = time.perf_counter() - start
+        self.rereads += 1
+        if self.size > 64e6 and self.size / seconds < CACHED_RATE:
+            self.evicted += 1
+
+    def note(self) -> str:
+        return (f"Page cache: the captures were read again before each of {self.rereads} "
+                f"timed runs; {self.evicted} of those re-reads found them evicted "
+                "(read from disk, then timed from the cache).")
 
 
 def ours_command() -> list[str]:
@@ -545,12 +577,12 @@ def bench(opts: argparse.Namespace) -> int:
                 notes[cap.path][t] = why
             else:
                 plan[cap.path].append(t)
-        # Read the capture once so that every tool finds it in the page cache.
-        measure(["cat", cap.path], stdout_to_null=True)
+    caches = {cap.path: Cache([cap.path]) for cap in caps}
     load_before = os.getloadavg()[0]
     for rnd in range(1, opts.rounds + 1):
         for cap in caps:
             for t in plan[cap.path]:
+                caches[cap.path].warm()
                 run = run_tool(t, cap, rnd, opts)
                 all_runs.append(run)
                 if not opts.quiet:
@@ -575,6 +607,7 @@ def bench(opts: argparse.Namespace) -> int:
             print(agree)
         for t, why in notes[cap.path].items():
             print(f"- {TITLES[t]}: {why}")
+        print(caches[cap.path].note())
         print()
         results["captures"].append({"capture": asdict(cap), "rows": [asdict(r) for r in rows],
                                     "agreement": agree, "notes": notes[cap.path]})
@@ -599,8 +632,7 @@ def jobs_check(opts: argparse.Namespace) -> int:
     caps = [capture_stats(f) for f in files]
     packets = sum(c.packets for c in caps)
     size = sum(c.file_bytes for c in caps)
-    for f in files:
-        measure(["cat", f], stdout_to_null=True)
+    cache = Cache(files)
     times: dict[int, list[float]] = {1: [], 2: []}
     steady: dict[int, list[float]] = {1: [], 2: []}
     rss: dict[int, int] = {1: 0, 2: 0}
@@ -611,6 +643,7 @@ def jobs_check(opts: argparse.Namespace) -> int:
         for jobs in (1, 2):
             cmd = [*ours_command(), "analyze", "--jobs", str(jobs), "--format", "json",
                    "--quiet", *rules, *files]
+            cache.warm()
             wall, kb, _, rc, out, err = measure(cmd, child_env())
             if rc != 0:
                 print(f"--jobs {jobs} failed: {err.strip()[-300:]}", file=sys.stderr)
@@ -619,6 +652,7 @@ def jobs_check(opts: argparse.Namespace) -> int:
             rss[jobs] = max(rss[jobs], kb)
             outputs[jobs] = json.loads(out)
             cmd = [py, str(HERE / "steady_state.py"), "--jobs", str(jobs), *files]
+            cache.warm()
             _, _, _, rc, out, err = measure(cmd, child_env())
             if rc != 0:
                 print(f"steady state --jobs {jobs} failed: {err.strip()[-300:]}",
@@ -654,6 +688,7 @@ def jobs_check(opts: argparse.Namespace) -> int:
     print("Results of --jobs 1 and --jobs 2 (the whole JSON) are "
           + ("identical." if same else "DIFFERENT."))
     print("(Peak RSS is the largest single process: with --jobs 2 the workers' RSS add up.)")
+    print(cache.note())
     return 0 if same else 1
 
 
