@@ -83,9 +83,16 @@ def analyze_parallel(
     results: list[AnalysisResult | None] = [None] * len(files)
     pieces: dict[int, dict[int, Any]] = {}  # file -> range start -> (part, report)
     # No more tasks than jobs (a capture split in as many ranges): this process takes
-    # the first itself, so that one result less crosses between processes.
-    own = tasks[0] if 1 < len(tasks) <= jobs else None
-    pooled = tasks[1:] if own is not None else tasks
+    # one itself, so that one result less crosses between processes: the last byte
+    # range when there is one (a first range holds no flow records back for the
+    # merge, so its result is the smaller to send: half, on the 8M-packet mix), else
+    # the largest task.
+    own: tuple[int, ByteRange | None] | None = None
+    if 1 < len(tasks) <= jobs:
+        ranged = [t for t in tasks if t[1] is not None]
+        own = max(ranged, key=lambda t: t[1][0] if t[1] is not None else -1) \
+            if ranged else tasks[0]
+    pooled = [t for t in tasks if t is not own]
 
     def run(index: int, r: ByteRange | None) -> Any:
         if r is None:

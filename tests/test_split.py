@@ -298,6 +298,22 @@ def test_a_flow_idle_inside_the_later_range_joins_across_the_split(
     assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
 
 
+@pytest.mark.parametrize("fixture", ["long_capture", "long_pcapng"])
+def test_only_ranges_after_the_first_hold_flow_records_back(
+        fixture: str, request: pytest.FixtureRequest) -> None:
+    """A range's first flow records are held for the merge only when a range comes
+    before it: the first range's would cross between processes for nothing."""
+    from classifier.pipeline import Options
+    from classifier.split import _scan_range
+
+    path = request.getfixturevalue(fixture)
+    ranges = plan_ranges(str(path), 3, min_bytes=0)
+    assert ranges is not None and len(ranges) == 3
+    holds = [_scan_range(str(path), RULES, r, Options())[0].agg.flow_table.hold_first
+             for r in ranges]
+    assert holds == [False, True, True]
+
+
 @pytest.mark.parametrize("max_packets", [1, 65_536])
 def test_held_records_of_their_own_and_after_a_gap_stay_records(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_packets: int) -> None:
