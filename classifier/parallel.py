@@ -89,9 +89,10 @@ def analyze_parallel(
     # the largest task.
     own: tuple[int, ByteRange | None] | None = None
     if 1 < len(tasks) <= jobs:
+        own = tasks[0]
         ranged = [t for t in tasks if t[1] is not None]
-        own = max(ranged, key=lambda t: t[1][0] if t[1] is not None else -1) \
-            if ranged else tasks[0]
+        if ranged:
+            own = max(ranged, key=lambda t: t[1][0] if t[1] is not None else -1)
     pooled = [t for t in tasks if t is not own]
 
     def run(index: int, r: ByteRange | None) -> Any:
