@@ -13,7 +13,7 @@ counted) and forgotten. Their packets and bytes stay in every total.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -252,6 +252,14 @@ class Flows:
     def take(self, index: np.ndarray) -> Flows:
         return Flows(self.keys[index], self.stats[index], self.dscp_val[index],
                      self.dscp_cnt[index], self.names)
+
+    @staticmethod
+    def concat(parts: Sequence[Flows], names: list[str]) -> Flows:
+        """``parts``' records, one after the other."""
+        keys, stats, dscp_val, dscp_cnt = (
+            np.concatenate([getattr(p, col) for p in parts])
+            for col in ("keys", "stats", "dscp_val", "dscp_cnt"))
+        return Flows(keys, stats, dscp_val, dscp_cnt, names)
 
     def name(self, i: int) -> str:
         """Flow ``i``'s server name ("" when none was learned)."""
@@ -652,9 +660,7 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
     held, later.held_first = later.held_first, []
     if not held:
         return
-    rows = Flows(np.concatenate([f.keys for f in held]), np.concatenate([f.stats for f in held]),
-                 np.concatenate([f.dscp_val for f in held]),
-                 np.concatenate([f.dscp_cnt for f in held]), first.names)
+    rows = Flows.concat(held, first.names)
     rows.stats[:, S_HOLD] = 0
     n = len(rows)
     idx = find_flows.select(first.compiled)(first.keys, first.slots, rows.keys, n)
@@ -674,9 +680,5 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
     joined[idx[join]] = True
     own = np.ones(n, bool)
     own[join] = False
-    mine, theirs = first.rows(joined), rows.take(own)
-    first._emit(Flows(np.concatenate([mine.keys, theirs.keys]),
-                      np.concatenate([mine.stats, theirs.stats]),
-                      np.concatenate([mine.dscp_val, theirs.dscp_val]),
-                      np.concatenate([mine.dscp_cnt, theirs.dscp_cnt]), first.names))
+    first._emit(Flows.concat([first.rows(joined), rows.take(own)], first.names))
     first._drop(ended | joined)
