@@ -332,11 +332,6 @@ def count_batch(batch: Batch, compiled_rules: CompiledRules, agg: Aggregator,
             agg.add(released)
 
 
-#: Where a capture's first record or block begins: a byte range starting there has no
-#: range before it.
-_FIRST_RECORD = {"pcap": 24, "pcapng": 0}
-
-
 def scan(
     path: str,
     compiled_rules: CompiledRules,
@@ -366,7 +361,7 @@ def scan(
         if naming is not None and agg.flow_table is not None:
             agg.flow_table.names = naming.names
         if (byte_range is not None and agg.flow_table is not None
-                and byte_range[0] > _FIRST_RECORD.get(reader.format, 0)):
+                and byte_range[0] > reader.first_record):
             # Its flows may continue the range before. (The first range has none
             # before it: holding its records would only send them across for nothing.)
             agg.flow_table.hold_first = True

@@ -29,9 +29,9 @@ from .lookup import CompiledRules, compile_rules
 from .result import AnalysisResult
 from .rules import RuleSet
 from .sources.batch import MAX_CAPLEN
-from .sources.pcap import CHAIN, MAGICS, find_record
+from .sources.pcap import CHAIN, MAGICS, PcapReader, find_record
 from .sources.pcapng import CHAIN as BLOCK_CHAIN
-from .sources.pcapng import SHB_TYPE, find_block, leading_state
+from .sources.pcapng import SHB_TYPE, PcapngReader, find_block, leading_state
 from .sources.ranges import ByteRange, RangeReport
 
 __all__ = ["SPLIT_MIN_BYTES", "analyze_split", "find_record", "plan_ranges"]
@@ -68,7 +68,7 @@ def plan_ranges(path: str, parts: int, *, min_bytes: int | None = None,
         return None
     big, nanosecond, hdr_len = MAGICS[magic]
     frac_limit = 1_000_000_000 if nanosecond else 1_000_000
-    starts = [24]
+    starts = [PcapReader.first_record]
     with open(path, "rb") as fh:
         for point in points:
             offset = max(point, starts[-1] + 1)
@@ -89,7 +89,7 @@ def _plan_pcapng(path: str, size: int, points: Sequence[int]) -> list[ByteRange]
     if lead is None:
         return None
     state, first = lead
-    starts = [0]
+    starts = [PcapngReader.first_record]
     with open(path, "rb") as fh:
         for point in points:
             offset = max(point, starts[-1] + 4, first)

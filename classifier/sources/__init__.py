@@ -29,6 +29,9 @@ class CaptureReader(Protocol):
 
     path: str
     format: str
+    #: Where the capture's first record or block begins (a byte range starting there
+    #: has no range before it).
+    first_record: int
     source: ByteInput
     link_types: set[int]
     complete: bool

@@ -128,9 +128,10 @@ class PcapReader:
     """Stream a pcap capture as batches."""
 
     format = "pcap"
+    first_record = 24  # after the file header
 
     def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
-                 start: int = 24, stop: int | None = None, skip_damaged: bool = False):
+                 start: int = first_record, stop: int | None = None, skip_damaged: bool = False):
         self.source = source
         self.path = source.path
         self.compiled = compiled

@@ -190,6 +190,7 @@ class PcapngReader:
     """Stream a pcapng capture as batches."""
 
     format = "pcapng"
+    first_record = 0  # the section header block
 
     def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
                  skip_damaged: bool = False, start: int = 0, stop: int | None = None,
