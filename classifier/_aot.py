@@ -33,17 +33,18 @@ I64_2, I8_2, U64_2, I32_2 = "int642cw", "int82cw", "uint642cw", "int322cw"
 I64_3 = "int643cw"
 INT, FLAG = "i", "b"
 
+#: The header columns' types (classifier.decode.Headers), in field order.
+HEADERS = (U8, U8, U16, U16, U8, U32, U64, U64, U64, U64, U8, U8, I32, U8, I32, I32)
+
 #: Every kernel the pipeline calls from Python, with its parameters' types.
 KERNELS: dict[str, tuple[str, ...]] = {
     "classifier.sources.pcap:walk_pcap":
-        (BYTES, INT, INT, FLAG, INT, INT, INT, INT, I64, I64, I64, I64),
+        (BYTES, INT, INT, FLAG, INT, INT, INT, INT, I64, I64, I64, I64, I64, *HEADERS),
     "classifier.sources.pcap:find_record": (BYTES, INT, FLAG, INT, INT, INT),
     "classifier.sources.pcapng:walk_pcapng":
-        (BYTES, INT, INT, FLAG, INT, I64, INT, I64, I64, I64, I64, I64),
+        (BYTES, INT, INT, FLAG, INT, I64, I64, INT, I64, I64, I64, I64, I64, I64, *HEADERS),
     "classifier.sources.pcapng:find_block": (BYTES, INT, FLAG, INT, INT),
-    "classifier.decode:decode_packets":
-        (BYTES, I64, I64, I64, U8, U8, U16, U16, U8, U32, U64, U64, U64, U64, U8, U8, I32,
-         U8, I32, I32),
+    "classifier.decode:decode_packets": (BYTES, I64, I64, I64, *HEADERS),
     "classifier.measures:tally": (I32, I64, I64, U8, I64, I64, I64, I64, I64),
     "classifier.measures:count_details":
         (I32, I64, U64, U64, U64, U64, U8, U8, BOOL, U64, U64, BOOL, I64, I64, I64_3, I64_3,

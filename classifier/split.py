@@ -227,8 +227,8 @@ def warm_up() -> None:
     buf = np.zeros(64, np.uint8)
     buf.setflags(write=False)  # as a memory-mapped capture is
     z = np.zeros(1, np.int64)
-    walk_pcap.compiled(buf, 0, 0, False, 1000, 16, MAX_CAPLEN, 1, z, z.copy(), z.copy(),
-                       z.copy())
     cols = Headers.empty(1)
+    walk_pcap.compiled(buf, 0, 0, False, 1000, 16, MAX_CAPLEN, 1, z + 1, z, z.copy(),
+                       z.copy(), z.copy(), *cols.as_tuple())
     decode_packets.compiled(buf, z, z.copy(), z + 1, *cols.as_tuple())
     first_before.compiled(np.zeros((1, 7), np.uint64), np.zeros(1, bool), z.copy())

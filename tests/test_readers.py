@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from classifier.decode import Headers, decode_batch
 from classifier.errors import CorruptCaptureError, NotACaptureError
 from classifier.sources import open_capture
+from classifier.sources import pcap as pcap_source
+from classifier.sources import pcapng as pcapng_source
 from tests import writers
-from tests.strategies import records
+from tests.strategies import CAPTURE_LINKTYPES, captures, link_frames, records
 
 Record = writers.Record
 fixture_ok = [HealthCheck.function_scoped_fixture]
@@ -293,3 +297,79 @@ def test_pcapng_range_from_mid_file_needs_a_state(tmp_path: Path) -> None:
     path.write_bytes(writers.shb() + writers.idb() + writers.epb(0, 1, b"\0" * 20, 20))
     with pytest.raises(ValueError, match="section state"):
         open_capture(str(path), byte_range=(28, path.stat().st_size))
+
+
+def _decoded_apart(path: Path, **kw: object) -> int:
+    """Check every batch's headers, decoded by the reader as it walked, against the
+    decoder run on the same batch afterwards; returns the packets checked."""
+    reader = open_capture(str(path), **kw)  # type: ignore[arg-type]
+    n = 0
+    for b in reader:
+        assert b.headers is not None
+        apart = decode_batch(dataclasses.replace(b, headers=None),
+                             compiled=bool(kw.get("compiled")))
+        for field, got, want in zip(dataclasses.fields(Headers), b.headers.as_tuple(),
+                                    apart.as_tuple(), strict=True):
+            assert got.dtype == want.dtype, field.name
+            np.testing.assert_array_equal(got, want, err_msg=field.name)
+        n += len(b)
+    reader.source.close()
+    return n
+
+
+@st.composite
+def two_interface_captures(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, bytes]]]:
+    """Two interfaces of drawn link types and (interface, frame) packets; interface
+    -1 is a simple packet block (the first interface's link type)."""
+    lts = [draw(st.sampled_from(CAPTURE_LINKTYPES)) for _ in range(2)]
+    packets = []
+    for _ in range(draw(st.integers(1, 24))):
+        iface = draw(st.sampled_from([0, 0, 1, 1, -1]))
+        packets.append((iface, draw(link_frames(lts[max(iface, 0)]))))
+    return lts, packets
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=fixture_ok)
+@given(capture=captures(), run=st.sampled_from([1, 2, 3, 5]),
+       max_packets=st.sampled_from([1, 4, 1000]))
+def test_pcap_headers_decoded_on_the_walk_are_the_decoders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capture: tuple[int, list[Record]],
+        run: int, max_packets: int) -> None:
+    """The pcap walk decodes a run of records at a time (interpreted here, with short
+    runs, so that runs end mid-batch and at its end): the same columns as decoding the
+    batch apart, packet for packet."""
+    monkeypatch.setattr(pcap_source, "DECODE_RUN", run)
+    linktype, recs = capture
+    path = tmp_path / "x.pcap"
+    path.write_bytes(writers.pcap(recs, linktype=linktype))
+    assert _decoded_apart(path, compiled=False, max_packets=max_packets) == len(recs)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=fixture_ok)
+@given(capture=two_interface_captures(), run=st.sampled_from([1, 2, 3, 5]),
+       max_packets=st.sampled_from([1, 4, 1000]))
+def test_pcapng_headers_decoded_on_the_walk_are_the_decoders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capture: tuple[list[int], list[tuple[int, bytes]]], run: int, max_packets: int) -> None:
+    """As for pcap, with two interfaces of different link types: each packet is
+    decoded as its own interface's link type."""
+    monkeypatch.setattr(pcapng_source, "DECODE_RUN", run)
+    lts, packets = capture
+    blob = [writers.shb(), writers.idb(lts[0]), writers.idb(lts[1])]
+    for iface, frame in packets:
+        blob.append(writers.spb(frame) if iface < 0
+                    else writers.epb(iface, 1_000_000, frame, len(frame)))
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(b"".join(blob))
+    got, _ = read_all(path, compiled=False)
+    assert [lt for *_, lt in got] == [lts[max(iface, 0)] for iface, _ in packets]
+    assert _decoded_apart(path, compiled=False, max_packets=max_packets) == len(packets)
+
+
+@pytest.mark.parametrize("name", ["office365-mix.pcap", "office365-mix.pcapng",
+                                  "multi-section.pcapng", "ethernet-vlan.pcap", "linux-sll.pcap"])
+def test_compiled_walks_decode_as_the_decoder_does(name: str) -> None:
+    """The compiled walks, with their own run length, on the sample captures (the mix
+    holds more packets than one run)."""
+    path = Path(__file__).resolve().parent.parent / "pcaps" / name
+    assert _decoded_apart(path, compiled=True) > 0

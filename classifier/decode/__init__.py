@@ -373,7 +373,10 @@ def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag
 
 
 def decode_batch(batch: Batch, *, compiled: bool = True) -> Headers:
-    """Decode every packet of ``batch`` into :class:`Headers` columns."""
+    """Decode every packet of ``batch`` into :class:`Headers` columns (the reader's
+    when it decoded them as it walked)."""
+    if batch.headers is not None:
+        return batch.headers
     cols = Headers.empty(len(batch))
     decode_packets.select(compiled)(
         batch.buf, batch.offset, batch.caplen, batch.linktype, *cols.as_tuple()

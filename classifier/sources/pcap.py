@@ -18,9 +18,10 @@ import numpy as np
 
 from .._bytes import be32, le32, u8
 from .._jit import kernel
+from ..decode import Headers, decode_packets
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import ByteInput
-from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
+from .batch import BATCH_BYTES, DECODE_RUN, MAX_CAPLEN, MAX_PACKETS, Batch
 
 __all__ = ["MAGICS", "PcapReader", "walk_pcap"]
 
@@ -50,37 +51,55 @@ def record_header(buf, pos, big):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, off, cap, wire, ts):  # type: ignore[no-untyped-def]
-    """Walk records in ``buf[pos:end]`` into the output columns.
+def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, linktype,  # type: ignore[no-untyped-def]
+              off, cap, wire, ts, ip, proto, sport, dport, flags, frag_id, src_hi, src_lo,
+              dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly, ipend, name):
+    """Walk records in ``buf[pos:end]`` into the output columns, and decode the
+    packets' headers (:class:`~classifier.decode.Headers` columns, from ``ip`` on; the
+    packets' link types are ``linktype``) a short run of records at a time, while their
+    first bytes are still in cache: a separate pass over the whole batch would fetch
+    them from memory again.
 
     Returns ``(count, next_pos, status, _)``: status NEED_MORE (the next record is not
-    wholly in the buffer), FULL (the columns are full, or ``max_bytes`` walked: small
-    batches are decoded while their bytes are still in cache) or CORRUPT (the record
-    header at ``next_pos`` claims more than ``max_caplen`` bytes).
+    wholly in the buffer), FULL (the columns are full, or ``max_bytes`` walked) or
+    CORRUPT (the record header at ``next_pos`` claims more than ``max_caplen`` bytes).
     """
     n = 0
     limit = off.shape[0]
     stop = pos + max_bytes
     touched = 0
-    while n < limit and pos < stop:
-        if pos + hdr_len > end:
-            return n, pos, 0, touched
-        # Each record's place depends on the last one's length: a chain of dependent
-        # loads. Touching memory further ahead, off the chain, lets those misses
-        # overlap instead of queueing (a software prefetch).
-        touched += u8(buf, min(pos + PREFETCH, end - 1))
-        sec, frac, incl, orig = record_header(buf, pos, big)
-        if incl > max_caplen:
-            return n, pos, 2, touched
-        if pos + hdr_len + incl > end:
-            return n, pos, 0, touched
-        off[n] = pos + hdr_len
-        cap[n] = incl
-        wire[n] = orig
-        ts[n] = sec * 1_000_000_000 + frac * frac_ns
-        pos += hdr_len + incl
-        n += 1
-    return n, pos, 1, touched
+    status = 1
+    while status == 1 and n < limit and pos < stop:
+        # A run of records walked, then decoded (see DECODE_RUN).
+        first = n
+        last = min(limit, n + DECODE_RUN)
+        while n < last and pos < stop:
+            if pos + hdr_len > end:
+                status = 0
+                break
+            # Each record's place depends on the last one's length: a chain of
+            # dependent loads. Touching memory further ahead, off the chain, lets those
+            # misses overlap instead of queueing (a software prefetch).
+            touched += u8(buf, min(pos + PREFETCH, end - 1))
+            sec, frac, incl, orig = record_header(buf, pos, big)
+            if incl > max_caplen:
+                status = 2
+                break
+            if pos + hdr_len + incl > end:
+                status = 0
+                break
+            off[n] = pos + hdr_len
+            cap[n] = incl
+            wire[n] = orig
+            ts[n] = sec * 1_000_000_000 + frac * frac_ns
+            pos += hdr_len + incl
+            n += 1
+        decode_packets(buf, off[first:n], cap[first:n], linktype[first:n], ip[first:n],
+                       proto[first:n], sport[first:n], dport[first:n], flags[first:n],
+                       frag_id[first:n], src_hi[first:n], src_lo[first:n], dst_hi[first:n],
+                       dst_lo[first:n], dscp[first:n], tcp_flags[first:n], l4off[first:n],
+                       anomaly[first:n], ipend[first:n], name[first:n])
+    return n, pos, status, touched
 
 
 #: Consecutive plausible record headers that make a boundary.
@@ -155,6 +174,7 @@ class PcapReader:
         self.skipped: list[tuple[int, int]] = []
         self._walk = walk_pcap.select(compiled)
         self._max_packets = max_packets
+        self._linktypes = np.full(max_packets, self.linktype, np.int64)  # never written
 
     def __iter__(self) -> Iterator[Batch]:
         pos = self.position
@@ -170,14 +190,15 @@ class PcapReader:
                 cap = np.empty(self._max_packets, np.int64)
                 wire = np.empty(self._max_packets, np.int64)
                 ts = np.empty(self._max_packets, np.int64)
+                headers = Headers.empty(self._max_packets)
                 n, nxt, status, _ = self._walk(
                     buf, rel, end, self.big, frac_ns, self.record_header, MAX_CAPLEN,
-                    BATCH_BYTES, off, cap, wire, ts,
+                    BATCH_BYTES, self._linktypes, off, cap, wire, ts, *headers.as_tuple(),
                 )
                 n, nxt, status = int(n), int(nxt), int(status)
                 if n:
-                    lt = np.full(n, self.linktype, np.int64)
-                    yield Batch(buf, off[:n], cap[:n], wire[:n], ts[:n], lt, pos + rel)
+                    yield Batch(buf, off[:n], cap[:n], wire[:n], ts[:n], self._linktypes[:n],
+                                pos + rel, headers.head(n))
                 self.position = pos + nxt
                 if status == CORRUPT:
                     if not self.skip_damaged:

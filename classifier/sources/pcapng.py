@@ -21,9 +21,10 @@ import numpy as np
 
 from .._bytes import be16, be32, le16, le32
 from .._jit import kernel
+from ..decode import Headers, decode_packets
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import WINDOW, ByteInput
-from .batch import BATCH_BYTES, MAX_CAPLEN, MAX_PACKETS, Batch
+from .batch import BATCH_BYTES, DECODE_RUN, MAX_CAPLEN, MAX_PACKETS, Batch
 from .ranges import Interface, RangeReport, SectionState
 
 __all__ = ["SHB_TYPE", "PcapngReader", "find_block", "leading_state", "walk_pcapng"]
@@ -37,92 +38,121 @@ NEED_MORE, FULL, CORRUPT, HEADER, SKIP, BAD_INTERFACE = 0, 1, 2, 3, 4, 5
 
 
 @kernel
-def walk_pcapng(buf, pos, end, big, n_if, if_snap, max_bytes, off, cap, wire, ts, ifid):  # type: ignore[no-untyped-def]
-    """Walk packet blocks in ``buf[pos:end]`` into the output columns.
+def walk_pcapng(buf, pos, end, big, n_if, if_snap, if_lt, max_bytes, off, cap, wire, ts,  # type: ignore[no-untyped-def]
+                ifid, linktype, ip, proto, sport, dport, flags, frag_id, src_hi, src_lo,
+                dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly, ipend, name):
+    """Walk packet blocks in ``buf[pos:end]`` into the output columns, and decode the
+    packets' headers (:class:`~classifier.decode.Headers` columns, from ``ip`` on) a
+    short run at a time, while their first bytes are still in cache.
 
     ``ts`` receives raw timestamps in interface units; simple packet blocks, which have
-    none, get interface -1. Returns ``(count, next_pos, status)``; status is NEED_MORE,
-    FULL (columns full or ``max_bytes`` walked), CORRUPT (bad block length at ``next_pos``), HEADER (an SHB or IDB starts at ``next_pos``), SKIP (a non-packet
-    block at ``next_pos`` extends past the buffer) or BAD_INTERFACE.
+    none, get interface -1. ``linktype`` receives each packet's interface's link type
+    (``if_lt``; a simple packet block's is the first interface's). Returns ``(count,
+    next_pos, status)``; status is NEED_MORE, FULL (columns full or ``max_bytes``
+    walked), CORRUPT (bad block length at ``next_pos``), HEADER (an SHB or IDB starts at
+    ``next_pos``), SKIP (a non-packet block at ``next_pos`` extends past the buffer) or
+    BAD_INTERFACE.
     """
     n = 0
     limit = off.shape[0]
     stop = pos + max_bytes
-    while n < limit and pos < stop:
-        if pos + 8 > end:
-            return n, pos, 0
-        if big:
-            btype = be32(buf, pos)
-            blen = be32(buf, pos + 4)
-        else:
-            btype = le32(buf, pos)
-            blen = le32(buf, pos + 4)
-        if btype == 0x0A0D0D0A or btype == 1:
-            return n, pos, 3
-        if blen < 12 or blen % 4 != 0:
-            return n, pos, 2
-        is_packet = btype == 6 or btype == 3 or btype == 2
-        if pos + blen > end:
-            if is_packet and blen <= 65536 + MAX_CAPLEN:
-                return n, pos, 0
-            if is_packet:
-                return n, pos, 2
-            return n, pos, 4
-        t = pos + blen - 4
-        trail = be32(buf, t) if big else le32(buf, t)
-        if trail != blen:
-            return n, pos, 2
-        b = pos + 8
-        if btype == 6 or btype == 2:
-            if blen < 32:
-                return n, pos, 2
-            if btype == 6:
-                iface = be32(buf, b) if big else le32(buf, b)
-            elif big:
-                iface = be16(buf, b)
-            else:
-                iface = le16(buf, b)
+    status = 1
+    while status == 1 and n < limit and pos < stop:
+        first = n
+        last = min(limit, n + DECODE_RUN)
+        while n < last and pos < stop:
+            if pos + 8 > end:
+                status = 0
+                break
             if big:
-                hi = be32(buf, b + 4)
-                lo = be32(buf, b + 8)
-                incl = be32(buf, b + 12)
-                orig = be32(buf, b + 16)
+                btype = be32(buf, pos)
+                blen = be32(buf, pos + 4)
             else:
-                hi = le32(buf, b + 4)
-                lo = le32(buf, b + 8)
-                incl = le32(buf, b + 12)
-                orig = le32(buf, b + 16)
-            if iface >= n_if:
-                return n, pos, 5
-            if incl > blen - 32 or incl > MAX_CAPLEN:
-                return n, pos, 2
-            off[n] = b + 20
-            cap[n] = incl
-            wire[n] = orig
-            # Units past 2**63 are no time at all: the top bit is dropped, not wrapped.
-            ts[n] = ((hi & 0x7FFFFFFF) << 32) | lo
-            ifid[n] = iface
-            n += 1
-        elif btype == 3:
-            if blen < 16:  # no room for the original length
-                return n, pos, 2
-            if n_if < 1:
-                return n, pos, 5
-            orig = be32(buf, b) if big else le32(buf, b)
-            incl = orig
-            snap = if_snap[0]
-            if snap > 0 and incl > snap:
-                incl = snap
-            if incl > blen - 16:
-                incl = blen - 16
-            off[n] = b + 4
-            cap[n] = incl
-            wire[n] = orig
-            ts[n] = 0
-            ifid[n] = -1
-            n += 1
-        pos += blen
-    return n, pos, 1
+                btype = le32(buf, pos)
+                blen = le32(buf, pos + 4)
+            if btype == 0x0A0D0D0A or btype == 1:
+                status = 3
+                break
+            if blen < 12 or blen % 4 != 0:
+                status = 2
+                break
+            is_packet = btype == 6 or btype == 3 or btype == 2
+            if pos + blen > end:
+                if is_packet and blen <= 65536 + MAX_CAPLEN:
+                    status = 0
+                elif is_packet:
+                    status = 2
+                else:
+                    status = 4
+                break
+            t = pos + blen - 4
+            trail = be32(buf, t) if big else le32(buf, t)
+            if trail != blen:
+                status = 2
+                break
+            b = pos + 8
+            if btype == 6 or btype == 2:
+                if blen < 32:
+                    status = 2
+                    break
+                if btype == 6:
+                    iface = be32(buf, b) if big else le32(buf, b)
+                elif big:
+                    iface = be16(buf, b)
+                else:
+                    iface = le16(buf, b)
+                if big:
+                    hi = be32(buf, b + 4)
+                    lo = be32(buf, b + 8)
+                    incl = be32(buf, b + 12)
+                    orig = be32(buf, b + 16)
+                else:
+                    hi = le32(buf, b + 4)
+                    lo = le32(buf, b + 8)
+                    incl = le32(buf, b + 12)
+                    orig = le32(buf, b + 16)
+                if iface >= n_if:
+                    status = 5
+                    break
+                if incl > blen - 32 or incl > MAX_CAPLEN:
+                    status = 2
+                    break
+                off[n] = b + 20
+                cap[n] = incl
+                wire[n] = orig
+                # Units past 2**63 are no time at all: the top bit is dropped, not wrapped.
+                ts[n] = ((hi & 0x7FFFFFFF) << 32) | lo
+                ifid[n] = iface
+                linktype[n] = if_lt[iface]
+                n += 1
+            elif btype == 3:
+                if blen < 16:  # no room for the original length
+                    status = 2
+                    break
+                if n_if < 1:
+                    status = 5
+                    break
+                orig = be32(buf, b) if big else le32(buf, b)
+                incl = orig
+                snap = if_snap[0]
+                if snap > 0 and incl > snap:
+                    incl = snap
+                if incl > blen - 16:
+                    incl = blen - 16
+                off[n] = b + 4
+                cap[n] = incl
+                wire[n] = orig
+                ts[n] = 0
+                ifid[n] = -1
+                linktype[n] = if_lt[0]
+                n += 1
+            pos += blen
+        decode_packets(buf, off[first:n], cap[first:n], linktype[first:n], ip[first:n],
+                       proto[first:n], sport[first:n], dport[first:n], flags[first:n],
+                       frag_id[first:n], src_hi[first:n], src_lo[first:n], dst_hi[first:n],
+                       dst_lo[first:n], dscp[first:n], tcp_flags[first:n], l4off[first:n],
+                       anomaly[first:n], ipend[first:n], name[first:n])
+    return n, pos, status
 
 
 #: Consecutive valid blocks that make a resynchronisation point.
@@ -269,15 +299,18 @@ class PcapngReader:
                 wire = np.empty(size, np.int64)
                 raw_ts = np.empty(size, np.int64)
                 ifid = np.empty(size, np.int64)
+                lt = np.empty(size, np.int64)
+                headers = Headers.empty(size)
                 snaps = np.array([i.snaplen for i in self.interfaces] or [0], np.int64)
+                link = np.array([i.linktype for i in self.interfaces] or [0], np.int64)
                 n, nxt, status = self._walk(
-                    buf, rel, end, self.big, len(self.interfaces), snaps, BATCH_BYTES,
-                    off, cap, wire, raw_ts, ifid,
+                    buf, rel, end, self.big, len(self.interfaces), snaps, link, BATCH_BYTES,
+                    off, cap, wire, raw_ts, ifid, lt, *headers.as_tuple(),
                 )
                 n, nxt, status = int(n), int(nxt), int(status)
                 if n:
                     yield self._batch(buf, pos + rel, off[:n], cap[:n], wire[:n], raw_ts[:n],
-                                      ifid[:n])
+                                      ifid[:n], lt[:n], headers.head(n))
                 self.position = pos + nxt
                 rel = nxt
                 if status == FULL:
@@ -444,23 +477,19 @@ class PcapngReader:
         return f"corrupt packet block: length {blen} or its captured length not valid"
 
     def _batch(self, buf: np.ndarray, start: int, off: np.ndarray, cap: np.ndarray,
-               wire: np.ndarray, raw_ts: np.ndarray, ifid: np.ndarray) -> Batch:
+               wire: np.ndarray, raw_ts: np.ndarray, ifid: np.ndarray, lt: np.ndarray,
+               headers: Headers) -> Batch:
         simple = ifid < 0
         if simple.any():
             ifid = np.where(simple, 0, ifid)
         first = int(ifid[0])
         if (ifid == first).all():
-            iface = self.interfaces[first]
-            ts = _to_ns(raw_ts, iface)
-            lt = np.full(len(off), iface.linktype, np.int64)
+            ts = _to_ns(raw_ts, self.interfaces[first])
         else:
             ts = np.empty_like(raw_ts)
-            lt = np.empty_like(ifid)
             for i in np.unique(ifid):
                 sel = ifid == i
-                iface = self.interfaces[int(i)]
-                ts[sel] = _to_ns(raw_ts[sel], iface)
-                lt[sel] = iface.linktype
+                ts[sel] = _to_ns(raw_ts[sel], self.interfaces[int(i)])
         if simple[0] and not self._ts_known and self.report is not None:
             self.report.depends_on_last_ns = True
         self._ts_known = True
@@ -470,7 +499,7 @@ class PcapngReader:
             idx = np.maximum.accumulate(idx)
             ts = np.where(idx >= 0, ts[np.maximum(idx, 0)], self._last_ns)
         self._last_ns = int(ts[-1])
-        return Batch(buf, off, cap, wire, ts, lt, start)
+        return Batch(buf, off, cap, wire, ts, lt, start, headers)
 
 
 def _to_ns(raw: np.ndarray, iface: Interface) -> np.ndarray:
