@@ -201,7 +201,8 @@ class Aggregator:
             inside = self.inside
             count_details.compiled(
                 cat, wire, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.ip, h.dscp, skip,
-                inside.starts_hi, inside.starts_lo, inside.flags, self.expected, rows,
+                inside.starts_hi, inside.starts_lo, inside.flags, inside.v4_blocks,
+                self.expected, rows,
                 r.directions, r.qos, series.packets, series.bytes, direction)
         else:
             direction = directions_of(h, self.inside)

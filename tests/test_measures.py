@@ -62,6 +62,52 @@ def test_inside_equals_ipaddress(nets: list[str], addrs: list[str]) -> None:
     assert found == want
 
 
+@st.composite
+def nets_and_edges(draw: st.DrawFn) -> tuple[list[str], list[str]]:
+    """Networks, and addresses at and beside their edges (where a /16 may be cut)
+    besides drawn ones."""
+    nets = draw(st.lists(networks, min_size=1, max_size=6))
+    edges = []
+    for n in map(ipaddress.ip_network, nets):
+        top = 2**32 - 1 if n.version == 4 else 2**128 - 1
+        for v in (int(n.network_address) - 1, int(n.network_address),
+                  int(n.broadcast_address), int(n.broadcast_address) + 1):
+            if 0 <= v <= top:
+                edges.append(str(ipaddress.ip_address(v) if n.version == 4
+                                 else ipaddress.IPv6Address(v)))
+    return nets, edges + draw(st.lists(addresses, max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=nets_and_edges())
+def test_compiled_directions_equal_the_numpy_ones(case: tuple[list[str], list[str]]) -> None:
+    """The compiled pass (an IPv4 address answered by its /16 unless the networks cut
+    it, else searched) gives every packet the direction numpy's membership test does."""
+    from classifier.decode import Headers
+    from classifier.measures import count_details, directions_of
+
+    nets, addrs = case
+    inside = Inside(nets)
+    n = len(addrs) ** 2
+    h = Headers.empty(n)
+    pairs = [(a, b) for a in addrs for b in addrs]
+    for col, which in ((h.src_hi, 0), (h.src_lo, 1)):
+        col[:] = [_split(a)[which] for a, _ in pairs]
+    for col, which in ((h.dst_hi, 0), (h.dst_lo, 1)):
+        col[:] = [_split(b)[which] for _, b in pairs]
+    h.ip[:] = 4
+    h.dscp[:] = 0
+    k = 3
+    out = np.empty(n, np.int64)
+    count_details.compiled(
+        np.zeros(n, np.int32), np.ones(n, np.int64), h.src_hi, h.src_lo, h.dst_hi, h.dst_lo,
+        h.ip, h.dscp, np.zeros(0, np.bool_), inside.starts_hi, inside.starts_lo,
+        inside.flags, inside.v4_blocks, np.full(k, -1, np.int64), np.zeros(n, np.int64),
+        np.zeros((k, 4, 2), np.int64), np.zeros((k, 4, 2), np.int64),
+        np.zeros((1, k, 4), np.int64), np.zeros((1, k, 4), np.int64), out)
+    assert out.tolist() == directions_of(h, inside).tolist()
+
+
 @pytest.mark.parametrize(("text", "ns"), [("1s", 10**9), ("100ms", 10**8), ("5m", 3 * 10**11),
                                            ("1h", 3_600 * 10**9), ("2", 2 * 10**9),
                                            ("250us", 250_000)])
