@@ -49,7 +49,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "classifier.measures:count_details":
         (I32, I64, U64, U64, U64, U64, U8, U8, BOOL, U64, U64, BOOL, I8, I64, I64, I64_3,
          I64_3, I64_3, I64_3, I64),
-    "classifier.fragments:first_before": (U64_2, BOOL, I64),
+    "classifier.fragments:match_within":
+        (U8, U8, U64, U64, U64, U64, U8, U32, I32, U16, U16, I8, I64),
     "classifier.flows:place_flows": (I64_2, INT, I64),
     "classifier.flows:find_flows": (I64_2, I64, I64_2, INT),
     "classifier.flows:update_flows":

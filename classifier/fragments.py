@@ -105,24 +105,17 @@ class FragmentTable:
         category. ``compiled``: match fragments within the batch with the compiled
         kernel (else with numpy, which costs no compilation on a tiny capture)."""
         h = p.h
-        sel = np.flatnonzero(h.flags & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT))
-        if sel.size == 0:
+        # A later fragment after its first fragment in this batch takes its info (in
+        # one pass); only first fragments and the rest need the tables, in order.
+        todo = np.empty(len(p), np.int64)
+        count = int((match_within.compiled if compiled else match_within)(
+            h.flags, h.ip, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.proto, h.frag_id,
+            p.cat, h.sport, h.dport, p.side, todo))
+        if count == 0:
             return p, None
-        is_first = (h.flags[sel] & FLAG_FIRST_FRAGMENT) != 0
-        keys = _key_matrix(h, sel)
-        # A later fragment after its first fragment in this batch takes its info
-        # (columnar); only first fragments and the rest need the tables, in order.
-        source = np.full(sel.size, -1, np.int64)
-        if is_first.any() and not is_first.all():
-            (first_before.compiled if compiled else first_before)(keys, is_first, source)
-        done = source >= 0
-        if done.any():
-            dst, src = sel[done], sel[source[done]]
-            p.cat[dst] = p.cat[src]
-            h.sport[dst] = h.sport[src]
-            h.dport[dst] = h.dport[src]
-            p.side[dst] = p.side[src]
-        todo = sel[~done]
+        todo = todo[:count]
+        is_first = (h.flags[todo] & FLAG_FIRST_FRAGMENT) != 0
+        keys = _key_matrix(h, todo)
         holder = _Held()
         held: list[int] = []
         released: list[tuple[Ref, Info]] = []
@@ -130,7 +123,7 @@ class FragmentTable:
         first_seen, pending, size = self.first, self.pending, self.size
         # Python per fragment only where order matters: fragments are rare.
         for i, first, key, info in zip(
-                todo.tolist(), is_first[~done].tolist(), map(tuple, keys[~done].tolist()),
+                todo.tolist(), is_first.tolist(), map(tuple, keys.tolist()),
                 zip(cat[todo].tolist(), sport[todo].tolist(), dport[todo].tolist(),
                     side[todo].tolist(), strict=True), strict=True):
             if first:
@@ -231,65 +224,111 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                  0x94D049BB133111EB], np.uint64)
 
 
-def _first_before_columns(keys: np.ndarray, is_first: np.ndarray, out: np.ndarray) -> None:
-    """:func:`first_before` with numpy's whole-array operations."""
-    m = keys.shape[0]
-    # Rows grouped by a hash of their key, in position order within a group.
-    digest = np.bitwise_xor.reduce(keys * _MIX, axis=1)
-    order = np.argsort(digest, kind="stable")
-    d = digest[order]
-    group = np.concatenate(([0], np.cumsum(d[1:] != d[:-1])))
-    # Running maximum of (group, position of a first fragment): the group's part
-    # dominates, so a maximum never carries over into the next group.
-    pos = np.where(is_first[order], order, -1)
-    run = np.maximum.accumulate(group * (m + 1) + pos + 1) - group * (m + 1) - 1
-    later = ~is_first[order]
-    out[order[later]] = run[later]
-    found = np.flatnonzero(out >= 0)
-    # Equal hashes of different keys: left to the tables, which tell them apart.
-    differ = (keys[found] != keys[out[found]]).any(axis=1)
-    out[found[differ]] = -1
+def _match_within_columns(flags, ip, src_hi, src_lo, dst_hi, dst_lo, proto, frag_id,  # type: ignore[no-untyped-def]
+                          cat, sport, dport, side, todo):
+    """:func:`match_within` with numpy's whole-array operations (for tiny captures,
+    run without compiling). Rows whose key hashes equal another's are left to the
+    tables, which tell them apart: a match may be missed here, never made wrong."""
+    sel = np.flatnonzero(flags & (FLAG_FIRST_FRAGMENT | FLAG_LATER_FRAGMENT))
+    if sel.size == 0:
+        return 0
+    is_first = (flags[sel] & FLAG_FIRST_FRAGMENT) != 0
+    version = ip[sel]
+    keys = np.stack([version.astype(np.uint64), src_hi[sel], src_lo[sel], dst_hi[sel],
+                     dst_lo[sel], np.where(version == 4, proto[sel], 0).astype(np.uint64),
+                     frag_id[sel].astype(np.uint64)], axis=1)
+    m = sel.size
+    source = np.full(m, -1, np.int64)
+    if is_first.any() and not is_first.all():
+        # Rows grouped by a hash of their key, in position order within a group.
+        digest = np.bitwise_xor.reduce(keys * _MIX, axis=1)
+        order = np.argsort(digest, kind="stable")
+        d = digest[order]
+        group = np.concatenate(([0], np.cumsum(d[1:] != d[:-1])))
+        # Running maximum of (group, position of a first fragment): the group's part
+        # dominates, so a maximum never carries over into the next group.
+        pos = np.where(is_first[order], order, -1)
+        run = np.maximum.accumulate(group * (m + 1) + pos + 1) - group * (m + 1) - 1
+        later = ~is_first[order]
+        source[order[later]] = run[later]
+        found = np.flatnonzero(source >= 0)
+        differ = (keys[found] != keys[source[found]]).any(axis=1)
+        source[found[differ]] = -1
+    done = source >= 0
+    if done.any():
+        dst, src = sel[done], sel[source[done]]
+        cat[dst] = cat[src]
+        sport[dst] = sport[src]
+        dport[dst] = dport[src]
+        side[dst] = side[src]
+    rest = sel[~done]
+    todo[: rest.size] = rest
+    return rest.size
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(32)
 
 
-@kernel(interpreted=_first_before_columns)
-def first_before(keys, is_first, out):  # type: ignore[no-untyped-def]
-    """For each later fragment (``is_first`` false), the row of the last first
-    fragment before it with the same key, written to ``out`` (left as it is when
-    there is none, and for first fragments). One pass over an open-addressing table
-    of the latest first fragment per key: where numpy's sorting costs a dozen whole-
-    array passes per batch for a few dozen fragments."""
-    m = keys.shape[0]
+@kernel(interpreted=_match_within_columns)
+def match_within(flags, ip, src_hi, src_lo, dst_hi, dst_lo, proto, frag_id, cat, sport,  # type: ignore[no-untyped-def]
+                 dport, side, todo):
+    """Fragments matched within a batch, in one pass: each later fragment with a first
+    fragment of its datagram before it in the batch takes the category, ports and
+    client side of the last such one. The other fragments (first fragments, and later
+    ones without such a first) are written to ``todo`` in order, for the tables;
+    returns how many. Keys are compared whole, held in an open-addressing table of the
+    latest first fragment per key: where numpy's sorting costs a dozen whole-array
+    passes per batch for a few dozen fragments."""
+    n = flags.shape[0]
+    m = 0
+    for i in range(n):
+        if flags[i] & 6:
+            m += 1
+    if m == 0:
+        return 0
     size = 16
     while size < 2 * m:
         size *= 2
     mask = size - 1
     latest = np.full(size, -1, np.int64)
-    width = keys.shape[1]
-    for i in range(m):
-        h = np.uint64(0)
-        for j in range(width):
-            h = (h ^ keys[i, j]) * _GOLDEN
+    count = 0
+    for i in range(n):
+        f = flags[i]
+        if (f & 6) == 0:
+            continue
+        v = ip[i]
+        pr = np.uint64(proto[i]) if v == 4 else np.uint64(0)
+        h = (np.uint64(v) ^ _GOLDEN) * _GOLDEN
+        h = (h ^ src_hi[i]) * _GOLDEN
+        h = (h ^ src_lo[i]) * _GOLDEN
+        h = (h ^ dst_hi[i]) * _GOLDEN
+        h = (h ^ dst_lo[i]) * _GOLDEN
+        h = (h ^ pr) * _GOLDEN
+        h = (h ^ np.uint64(frag_id[i])) * _GOLDEN
         slot = np.int64(h >> _SHIFT) & mask
         while True:
             r = latest[slot]
             if r < 0:
                 break
-            same = True
-            for j in range(width):
-                if keys[r, j] != keys[i, j]:
-                    same = False
-                    break
-            if same:
+            if ip[r] == v and src_hi[r] == src_hi[i] and src_lo[r] == src_lo[i] \
+                    and dst_hi[r] == dst_hi[i] and dst_lo[r] == dst_lo[i] \
+                    and frag_id[r] == frag_id[i] and (v != 4 or proto[r] == proto[i]):
                 break
             slot = (slot + 1) & mask
-        if is_first[i]:
+        if f & 4:
             latest[slot] = i
+            todo[count] = i
+            count += 1
         elif r >= 0:
-            out[i] = r
+            cat[i] = cat[r]
+            sport[i] = sport[r]
+            dport[i] = dport[r]
+            side[i] = side[r]
+        else:
+            todo[count] = i
+            count += 1
+    return count
 
 
 def _gather(refs: list[Ref]) -> Packets:

@@ -221,7 +221,7 @@ def warm_up() -> None:
     """Load the compiled record walk, decoder and fragment matching (from numba's cache
     when it has them)."""
     from .decode import Headers, decode_packets
-    from .fragments import first_before
+    from .fragments import match_within
     from .sources.pcap import walk_pcap
 
     buf = np.zeros(64, np.uint8)
@@ -231,4 +231,6 @@ def warm_up() -> None:
     walk_pcap.compiled(buf, 0, 0, False, 1000, 16, MAX_CAPLEN, 1, z + 1, z, z.copy(),
                        z.copy(), z.copy(), *cols.as_tuple())
     decode_packets.compiled(buf, z, z.copy(), z + 1, *cols.as_tuple())
-    first_before.compiled(np.zeros((1, 7), np.uint64), np.zeros(1, bool), z.copy())
+    match_within.compiled(cols.flags, cols.ip, cols.src_hi, cols.src_lo, cols.dst_hi,
+                          cols.dst_lo, cols.proto, cols.frag_id, np.zeros(1, np.int32),
+                          cols.sport, cols.dport, np.zeros(1, np.int8), z.copy())
