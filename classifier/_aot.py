@@ -44,7 +44,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "classifier.sources.pcapng:walk_pcapng":
         (BYTES, INT, INT, FLAG, INT, I64, I64, INT, I64, I64, I64, I64, I64, I64, *HEADERS),
     "classifier.sources.pcapng:find_block": (BYTES, INT, FLAG, INT, INT),
-    "classifier.decode:decode_packets": (BYTES, I64, I64, I64, *HEADERS),
+    "classifier.decode:decode_packets": (BYTES, I64, I64, I64, INT, INT, *HEADERS),
     "classifier.measures:tally": (I32, I64, I64, U8, I64, I64, I64, I64, I64),
     "classifier.measures:count_details":
         (I32, I64, U64, U64, U64, U64, U8, U8, BOOL, U64, U64, BOOL, I8, I64, I64, I64_3,

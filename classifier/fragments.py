@@ -115,7 +115,8 @@ class FragmentTable:
             return p, None
         todo = todo[:count]
         is_first = (h.flags[todo] & FLAG_FIRST_FRAGMENT) != 0
-        keys = _key_matrix(h, todo)
+        keys = _key_matrix(todo, h.ip, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.proto,
+                           h.frag_id)
         holder = _Held()
         held: list[int] = []
         released: list[tuple[Ref, Info]] = []
@@ -205,17 +206,20 @@ def _add_missing(into: dict[Key, Info], source: dict[Key, Info], size: int) -> N
             into[key] = source[key]
 
 
-def _key_matrix(h: Headers, sel: np.ndarray) -> np.ndarray:
-    """The datagram key of each packet of ``sel``, one row each (see Key)."""
-    version = h.ip[sel]
+def _key_matrix(sel: np.ndarray, ip: np.ndarray, src_hi: np.ndarray, src_lo: np.ndarray,
+                dst_hi: np.ndarray, dst_lo: np.ndarray, proto: np.ndarray,
+                frag_id: np.ndarray) -> np.ndarray:
+    """The datagram key of each packet of ``sel``, one row each (see Key), from the
+    header columns."""
+    version = ip[sel]
     keys = np.empty((sel.size, 7), np.uint64)
     keys[:, 0] = version
-    keys[:, 1] = h.src_hi[sel]
-    keys[:, 2] = h.src_lo[sel]
-    keys[:, 3] = h.dst_hi[sel]
-    keys[:, 4] = h.dst_lo[sel]
-    keys[:, 5] = np.where(version == 4, h.proto[sel], 0)
-    keys[:, 6] = h.frag_id[sel]
+    keys[:, 1] = src_hi[sel]
+    keys[:, 2] = src_lo[sel]
+    keys[:, 3] = dst_hi[sel]
+    keys[:, 4] = dst_lo[sel]
+    keys[:, 5] = np.where(version == 4, proto[sel], 0)
+    keys[:, 6] = frag_id[sel]
     return keys
 
 
@@ -233,10 +237,7 @@ def _match_within_columns(flags, ip, src_hi, src_lo, dst_hi, dst_lo, proto, frag
     if sel.size == 0:
         return 0
     is_first = (flags[sel] & FLAG_FIRST_FRAGMENT) != 0
-    version = ip[sel]
-    keys = np.stack([version.astype(np.uint64), src_hi[sel], src_lo[sel], dst_hi[sel],
-                     dst_lo[sel], np.where(version == 4, proto[sel], 0).astype(np.uint64),
-                     frag_id[sel].astype(np.uint64)], axis=1)
+    keys = _key_matrix(sel, ip, src_hi, src_lo, dst_hi, dst_lo, proto, frag_id)
     m = sel.size
     source = np.full(m, -1, np.int64)
     if is_first.any() and not is_first.all():

@@ -230,7 +230,7 @@ def warm_up() -> None:
     cols = Headers.empty(1)
     walk_pcap.compiled(buf, 0, 0, False, 1000, 16, MAX_CAPLEN, 1, z + 1, z, z.copy(),
                        z.copy(), z.copy(), *cols.as_tuple())
-    decode_packets.compiled(buf, z, z.copy(), z + 1, *cols.as_tuple())
+    decode_packets.compiled(buf, z, z.copy(), z + 1, 0, 1, *cols.as_tuple())
     match_within.compiled(cols.flags, cols.ip, cols.src_hi, cols.src_lo, cols.dst_hi,
                           cols.dst_lo, cols.proto, cols.frag_id, np.zeros(1, np.int32),
                           cols.sport, cols.dport, np.zeros(1, np.int8), z.copy())

@@ -127,10 +127,12 @@ assert tuple(_DTYPES) == tuple(f.name for f in fields(Headers))  # empty() relie
 
 
 @kernel
-def decode_packets(buf, off, cap, linktype, ip, proto, sport, dport, flags, frag_id,  # type: ignore[no-untyped-def]
-                   src_hi, src_lo, dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly, ipend, name):
-    """Fill the header columns for every packet (see :class:`Headers`)."""
-    for i in range(off.shape[0]):
+def decode_packets(buf, off, cap, linktype, start, stop, ip, proto, sport, dport, flags,  # type: ignore[no-untyped-def]
+                   frag_id, src_hi, src_lo, dst_hi, dst_lo, dscp, tcp_flags, l4off, anomaly,
+                   ipend, name):
+    """Fill the header columns of packets ``start`` to ``stop`` (see :class:`Headers`):
+    the readers decode a run of records at a time, right after walking it."""
+    for i in range(start, stop):
         p = off[i]
         end = p + cap[i]
         lt = linktype[i]
@@ -379,6 +381,6 @@ def decode_batch(batch: Batch, *, compiled: bool = True) -> Headers:
         return batch.headers
     cols = Headers.empty(len(batch))
     decode_packets.select(compiled)(
-        batch.buf, batch.offset, batch.caplen, batch.linktype, *cols.as_tuple()
+        batch.buf, batch.offset, batch.caplen, batch.linktype, 0, len(batch), *cols.as_tuple()
     )
     return cols

@@ -94,11 +94,9 @@ def walk_pcap(buf, pos, end, big, frac_ns, hdr_len, max_caplen, max_bytes, linkt
             ts[n] = sec * 1_000_000_000 + frac * frac_ns
             pos += hdr_len + incl
             n += 1
-        decode_packets(buf, off[first:n], cap[first:n], linktype[first:n], ip[first:n],
-                       proto[first:n], sport[first:n], dport[first:n], flags[first:n],
-                       frag_id[first:n], src_hi[first:n], src_lo[first:n], dst_hi[first:n],
-                       dst_lo[first:n], dscp[first:n], tcp_flags[first:n], l4off[first:n],
-                       anomaly[first:n], ipend[first:n], name[first:n])
+        decode_packets(buf, off, cap, linktype, first, n, ip, proto, sport, dport, flags,
+                       frag_id, src_hi, src_lo, dst_hi, dst_lo, dscp, tcp_flags, l4off,
+                       anomaly, ipend, name)
     return n, pos, status, touched
 
 
