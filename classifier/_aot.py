@@ -98,6 +98,7 @@ def build(output_dir: str | None = None, *, cpu: str | None = None) -> str:
     ``output_dir`` (default: the package's directory); returns the module's path."""
     _numba()
     from numba import pycc
+    from numba.pycc import compiler
 
     cc: Any = pycc.CC("_kernels")  # type: ignore[attr-defined,no-untyped-call]
     cc.output_dir = output_dir or os.path.dirname(os.path.abspath(__file__))
@@ -106,10 +107,27 @@ def build(output_dir: str | None = None, *, cpu: str | None = None) -> str:
         k = kernel_of(ref)
         name = export_prefix(k) + "_".join(params)
         cc.export(name, tuple(numba_type(p) for p in params))(k.python)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba announces pycc's eventual replacement
-        cc.compile()
+    flags = compiler.Flags  # type: ignore[attr-defined]
+    # The exports release the GIL while they run, as the just-in-time kernels do
+    # (nogil): another thread (a process pool's, taking in a result) runs meanwhile.
+    # pycc has no option for it; its compiler reads the flags from this name.
+    compiler.Flags = _releasing_gil(flags)  # type: ignore[attr-defined]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numba announces pycc's eventual replacement
+            cc.compile()
+    finally:
+        compiler.Flags = flags  # type: ignore[attr-defined]
     return str(os.path.join(cc.output_dir, cc.output_file))
+
+
+def _releasing_gil(flags: Any) -> Any:
+    class Flags(flags):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    return Flags
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The work is cut into tasks of similar size: a capture is one task, or, when it is
 large against the whole (one big file among small ones, or fewer files than jobs),
 several byte ranges (see :mod:`classifier.split`). The largest tasks start first, so
-that no big one starts last while the other processes sit idle.
+that no big one starts last while the other processes sit idle; and once all have
+started, a process left without work takes over the end of what another still has
+to read (see :mod:`classifier.steal`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any
 
-from .lookup import compile_rules
+from .lookup import CompiledRules, compile_rules
 from .result import AnalysisResult
 from .rules import RuleSet
+from .sources.ranges import ByteRange
 
 if TYPE_CHECKING:
     from .pipeline import Options
-    from .sources.ranges import ByteRange
+    from .steal import Board
 
 __all__ = ["analyze_parallel", "plan_tasks"]
 
@@ -66,70 +70,173 @@ def analyze_parallel(
     progress: Callable[[int], None] | None = None,
     options: Options | None = None,
     tasks: Sequence[tuple[int, ByteRange | None]] | None = None,
+    steal_above: tuple[float, int] | None = None,
 ) -> list[AnalysisResult]:
     """Analyse ``files`` in up to ``jobs`` processes; results in the order of ``files``.
-    ``tasks``: as :func:`plan_tasks` gives them (planned here by default)."""
+    ``tasks``: as :func:`plan_tasks` gives them (planned here by default). A process
+    left without work takes over half of what another has left to read of a plain
+    pcap (see :mod:`classifier.steal`; ``steal_above``: the seconds and bytes a
+    remainder must exceed to be split, by default its ``MIN_SECONDS`` and ``MIN_BYTES``)."""
     from .pipeline import Options  # the pipeline imports this module lazily
-    from .split import _scan_range, merge_parts, warm_up
+    from .split import merge_parts, warm_up
+    from .steal import MIN_BYTES, MIN_SECONDS, Board
 
     opts = options or Options()
     if tasks is None:
         tasks = plan_tasks(files, jobs)
+    compiled_rules = compile_rules(rules)
     # fork: workers inherit the imported modules and the kernels loaded here instead
     # of importing and loading them again.
     warm_up()
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    results: list[AnalysisResult | None] = [None] * len(files)
-    pieces: dict[int, dict[int, Any]] = {}  # file -> range start -> (part, report)
+    # A capture whose rules name flows is never cut (see plan_tasks' ``split``), nor
+    # one read with resynchronisation (its end may be met while skipping damage).
+    steal = not compiled_rules.uses_names and not opts.skip_damaged
+    seconds, size = steal_above or (MIN_SECONDS, MIN_BYTES)
+    board = Board(ctx, files, len(tasks), movable=[steal and _plain_pcap(f) for f in files],
+                  min_seconds=seconds, min_bytes=size)
+    pieces: dict[int, list[Piece]] = {}  # file -> its pieces
     # No more tasks than jobs (a capture split in as many ranges): this process takes
     # one itself, so that one result less crosses between processes: the last byte
     # range when there is one (a first range holds no flow records back for the
     # merge, so its result is the smaller to send: half, on the 8M-packet mix), else
     # the largest task.
-    own: tuple[int, ByteRange | None] | None = None
+    own: int | None = None
     if 1 < len(tasks) <= jobs:
-        own = tasks[0]
-        ranged = [t for t in tasks if t[1] is not None]
+        own = 0
+        ranged = [i for i, t in enumerate(tasks) if t[1] is not None]
         if ranged:
-            own = max(ranged, key=lambda t: t[1][0] if t[1] is not None else -1)
-    pooled = [t for t in tasks if t is not own]
+            own = max(ranged, key=lambda i: _start(tasks[i][1]))
+    pooled = [i for i in range(len(tasks)) if i != own]
 
-    def run(index: int, r: ByteRange | None) -> Any:
-        if r is None:
-            return _work(files[index], rules, opts)
-        return _scan_range(files[index], rules, r, opts)
+    def done(value: list[Piece]) -> None:
+        for piece in value:
+            pieces.setdefault(piece[0], []).append(piece)
+            if progress is not None:
+                progress(piece[2] - piece[1])
 
-    def done(index: int, r: ByteRange | None, value: Any) -> None:
-        if r is None:
-            result, size = value
-            results[index] = result
-        else:
-            pieces.setdefault(index, {})[r.start] = value
-            size = r.stop - r.start
-        if progress is not None:
-            progress(size)
-
-    with ProcessPoolExecutor(max_workers=min(jobs, len(pooled)), mp_context=ctx) as pool:
-        futures: dict[Future[Any], tuple[int, ByteRange | None]] = {}
-        for index, r in pooled:
-            fut: Future[Any]
-            if r is None:
-                fut = pool.submit(_work, files[index], rules, opts)
-            else:
-                fut = pool.submit(_scan_range, files[index], rules, r, opts)
-            futures[fut] = (index, r)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pooled)), mp_context=ctx,
+                             initializer=_join_board, initargs=(board,)) as pool:
+        futures = [pool.submit(_pooled, i, *tasks[i], rules, opts) for i in pooled]
         if own is not None:
-            done(*own, run(*own))
+            done(_task(board, own, *tasks[own], rules, opts))
         for fut in as_completed(futures):
-            done(*futures[fut], fut.result())
-    if pieces:
-        compiled_rules = compile_rules(rules)
-        for index, parts in pieces.items():
-            ranges = sorted(r for i, r in tasks if i == index and r is not None)
-            results[index] = merge_parts(files[index], ranges,
-                                         [parts[r[0]] for r in ranges], compiled_rules, opts)
+            done(fut.result())
+    results: list[AnalysisResult | None] = [None] * len(files)
+    for index, found in pieces.items():
+        found.sort(key=lambda p: p[1])
+        value = found[0][3]
+        if len(found) == 1 and isinstance(value, AnalysisResult):
+            results[index] = value
+        else:
+            results[index] = merge_parts(files[index], [(a, b) for _, a, b, _ in found],
+                                         [p[3] for p in found], compiled_rules, opts)
     return [r for r in results if r is not None]
+
+
+#: (file index, first byte, end, value): ``value`` is a whole capture's result, or the
+#: part and report of a byte range (the end is where the range ended up).
+Piece = tuple[int, int, int, Any]
+
+_board: Board | None = None  # a pool process's: the run's
+
+
+def _join_board(board: Board) -> None:
+    global _board
+    _board = board
+
+
+def _pooled(row: int, index: int, r: ByteRange | None, rules: RuleSet, options: Options,
+            ) -> list[Piece]:
+    assert _board is not None
+    return _task(_board, row, index, r, rules, options)
+
+
+def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSet,
+          options: Options) -> list[Piece]:
+    """Planned task ``row`` (a capture, or a range of one), then whatever this process
+    can take over from the others; neighbouring pieces are merged here."""
+    compiled_rules = compile_rules(rules)
+    board.started()
+    began = time.perf_counter()
+    pieces = [_read(board, row, index, r, compiled_rules, options)]
+    while True:
+        # This process's pace so far sets how much it takes over.
+        pace = sum(b - a for _, a, b, _ in pieces) / max(1e-6, time.perf_counter() - began)
+        taken = board.take(pace)
+        if taken is None:
+            return pieces
+        file, br = taken
+        pieces.append(_read(board, None, file, br, compiled_rules, options))
+        pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
+
+
+def _read(board: Board, row: int | None, index: int, r: ByteRange | None,
+          compiled_rules: CompiledRules, options: Options) -> Piece:
+    """One capture (``r`` None) or byte range, on the board when its end may move."""
+    from .pipeline import analyze_capture, finish, scan
+    from .sources.pcap import PcapReader
+    from .split import _as_range, _scan_piece, trim_for_merge
+    from .steal import Claim
+
+    path = board.files[index]
+    size = _size(path)
+    if r is not None and isinstance(r.limit, Claim):  # taken over: already on the board
+        part = scan(path, compiled_rules, byte_range=r, compiled=True, options=options)
+        trim_for_merge(part)
+        return index, r.start, r.limit.end(), (part, r.report)
+    if not board.movable[index]:
+        if r is None:
+            return index, 0, size, analyze_capture(path, compiled_rules, options=options)
+        part, report = _scan_piece(path, compiled_rules, _as_range(path, r), options)
+        trim_for_merge(part)
+        return index, r.start, r.stop, (part, report)
+    assert row is not None
+    start, stop = (PcapReader.first_record, size) if r is None else (r.start, r.stop)
+    claim = board.begin(row, index, start, stop)
+    moving = ByteRange(start, stop, limit=claim)
+    part = scan(path, compiled_rules, byte_range=moving, compiled=None if r is None else True,
+                options=options)
+    end = claim.end()
+    if r is None and end == stop:
+        return index, 0, size, finish(part)
+    trim_for_merge(part)
+    return index, 0 if r is None else start, end, (part, moving.report)
+
+
+def _join_neighbours(files: Sequence[str], pieces: list[Piece],
+                     compiled_rules: CompiledRules, options: Options) -> list[Piece]:
+    """The last piece joined to a piece of the same capture that starts where it ends
+    (it was taken from the end of the range before that one)."""
+    from .split import join_parts, trim_for_merge
+
+    index, start, end, value = pieces[-1]
+    for k, (i, a, b, later) in enumerate(pieces[:-1]):
+        if i == index and a == end and not isinstance(later, AnalysisResult):
+            joined = join_parts(files[index], [(start, end), (a, b)], [value, later],
+                                compiled_rules, options)
+            if joined is None:
+                return pieces  # the parent's merge finds the same, and reads it whole
+            trim_for_merge(joined[0])
+            return [*pieces[:k], *pieces[k + 1:-1], (index, start, b, joined)]
+    return pieces
+
+
+def _start(r: ByteRange | None) -> int:
+    return -1 if r is None else r.start
+
+
+def _plain_pcap(path: str) -> bool:
+    """An uncompressed pcap file (its ranges can be cut anywhere at a record)."""
+    from .sources.pcap import MAGICS
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and int.from_bytes(head, "little") in MAGICS and os.path.isfile(path)
 
 
 def _size(path: str) -> int:

@@ -134,11 +134,15 @@ def _scan_range(path: str, rules: RuleSet, byte_range: tuple[int, int],
     assert options is None or isinstance(options, Options)
     part, report = _scan_piece(path, compile_rules(rules), _as_range(path, byte_range),
                                options)
+    trim_for_merge(part)
+    return part, report
+
+
+def trim_for_merge(part: Any) -> None:
+    """Keep at most half a flow table in a range's part: the merge of two does not grow."""
     table = part.agg.flow_table
     if table is not None and table.count > table.max_flows // 2 and part.agg.last_ts:
-        # Send back at most half a table: the parent merges two without growing.
         table.make_room(part.agg.last_ts, keep=table.max_flows // 2)
-    return part, report
 
 
 def analyze_split(
@@ -176,6 +180,19 @@ def merge_parts(path: str, ranges: Sequence[tuple[int, int]],
     """The result of a capture from the parts of its byte ranges, in file order."""
     from .pipeline import analyze_capture, finish  # import cycle
 
+    joined = join_parts(path, ranges, pieces, compiled_rules, options)
+    if joined is None:
+        # A boundary was not a record boundary after all: read it in one piece.
+        return analyze_capture(path, compiled_rules, compiled=True, options=options)
+    return finish(joined[0])
+
+
+def join_parts(path: str, ranges: Sequence[tuple[int, int]],
+               pieces: Sequence[tuple[Any, RangeReport]], compiled_rules: CompiledRules,
+               options: Any) -> tuple[Any, RangeReport] | None:
+    """The parts of neighbouring byte ranges, in file order, as one part (the first
+    piece's, which takes in the others) and the last range's report; None if a range
+    did not end where the next began (a boundary that was none)."""
     merged, report = pieces[0]
     link_types = set(merged.summary.link_types)
     for (_, stop), (start, later_stop), (part, later) in zip(
@@ -183,8 +200,7 @@ def merge_parts(path: str, ranges: Sequence[tuple[int, int]],
         if merged.summary.status == "corrupt":
             break  # damage stops the reading, as it does in one piece
         if merged.end != stop:
-            # A boundary was not a record boundary after all: read it in one piece.
-            return analyze_capture(path, compiled_rules, compiled=True, options=options)
+            return None
         state = report.end_state
         if later.start_state is not None and (
                 state is None or not state.continues(later.start_state,
@@ -197,7 +213,7 @@ def merge_parts(path: str, ranges: Sequence[tuple[int, int]],
         link_types.update(part.summary.link_types)
         report = later
     merged.summary.link_types = sorted(link_types)
-    return finish(merged)
+    return merged, report
 
 
 def end_idle_flows(first: Any, later: Any) -> None:

@@ -10,6 +10,8 @@ import os
 import pkgutil
 import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -120,6 +122,37 @@ def test_ahead_of_time_and_just_in_time_kernels_agree(rules: str) -> None:
     args = [*_samples(), "--rules", rules]
     assert _analyze_json("1", *args) == _analyze_json("0", *args)
 
+
+
+def test_the_built_kernels_release_the_gil_while_they_run() -> None:
+    """As the just-in-time kernels do (nogil): a process pool's thread takes in a
+    worker's result while the main thread runs a kernel."""
+    pytest.importorskip(_jit.AOT_MODULE, reason=f"not built: {REBUILD}")
+    from classifier.sources.pcap import find_record
+
+    export = find_record.compiled
+    assert isinstance(export, _Dispatch)  # the built module's, not numba's
+    buf = np.full(64 << 20, 0xFF, np.uint8)  # no plausible record anywhere: a long search
+    buf.setflags(write=False)
+    span: list[float] = []
+
+    def search() -> None:
+        span.append(time.perf_counter())
+        assert export(buf, 0, False, 1_000_000, 16, 4) == -1
+        span.append(time.perf_counter())
+
+    ticks: list[float] = []
+    thread = threading.Thread(target=search)
+    thread.start()
+    while thread.is_alive():
+        ticks.append(time.perf_counter())
+    thread.join()
+    start, stop = span
+    assert stop - start > 0.02
+    # Holding the GIL, the search would stop this thread for all of its run (it may
+    # tick only while the other runs the Python code that calls the kernel).
+    inside = [start, *(t for t in ticks if start < t < stop), stop]
+    assert max(np.diff(inside)) < (stop - start) / 2
 
 # -- choosing an export -----------------------------------------------------------
 

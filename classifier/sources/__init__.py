@@ -81,7 +81,8 @@ def open_capture(
         if magic in MAGICS:
             start, stop = byte_range if byte_range is not None else (24, None)
             reader = PcapReader(source, compiled=compiled, max_packets=max_packets,
-                                start=start, stop=stop, skip_damaged=skip_damaged)
+                                start=start, stop=stop, skip_damaged=skip_damaged,
+                                limit=getattr(byte_range, "limit", None))
         elif magic == SHB_TYPE:
             ng_start, ng_stop = byte_range if byte_range is not None else (0, None)
             reader = PcapngReader(source, compiled=compiled, max_packets=max_packets,

@@ -22,6 +22,7 @@ from ..decode import Headers, decode_packets
 from ..errors import CorruptCaptureError, NotACaptureError
 from ._input import ByteInput
 from .batch import BATCH_BYTES, DECODE_RUN, MAX_CAPLEN, MAX_PACKETS, Batch
+from .ranges import Limit
 
 __all__ = ["MAGICS", "PcapReader", "walk_pcap"]
 
@@ -148,7 +149,8 @@ class PcapReader:
     first_record = 24  # after the file header
 
     def __init__(self, source: ByteInput, *, compiled: bool, max_packets: int = MAX_PACKETS,
-                 start: int = first_record, stop: int | None = None, skip_damaged: bool = False):
+                 start: int = first_record, stop: int | None = None, skip_damaged: bool = False,
+                 limit: Limit | None = None):
         self.source = source
         self.path = source.path
         self.compiled = compiled
@@ -167,6 +169,8 @@ class PcapReader:
         self.cut_at: int | None = None
         self.position = max(24, start)
         self.stop = stop  # a byte range's end: the reading ends there as at end of file
+        #: Moves ``stop`` back while the range is read (another process takes the rest).
+        self.limit = limit
         self.skip_damaged = skip_damaged
         #: (offset, length) of every damaged stretch skipped
         self.skipped: list[tuple[int, int]] = []
@@ -184,6 +188,13 @@ class PcapReader:
             end = len(buf)
             rel = 0
             while True:
+                if self.limit is not None:
+                    # Say how far this batch may reach (records start before its byte
+                    # budget and are at most MAX_CAPLEN long); learn the stop now.
+                    self.stop = self.limit.claim(
+                        pos + rel + BATCH_BYTES + MAX_CAPLEN + self.record_header)
+                    if pos + end >= self.stop:
+                        end, eof = max(rel, self.stop - pos), True
                 off = np.empty(self._max_packets, np.int64)
                 cap = np.empty(self._max_packets, np.int64)
                 wire = np.empty(self._max_packets, np.int64)

@@ -10,9 +10,19 @@ its predecessor ended with (and read it again with that state if not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ByteRange", "Interface", "RangeReport", "SectionState"]
+__all__ = ["ByteRange", "Interface", "Limit", "RangeReport", "SectionState"]
+
+
+class Limit(Protocol):
+    """A range's end that may move back while the range is read (see
+    :mod:`classifier.steal`)."""
+
+    def claim(self, upto: int) -> int:
+        """Record that the reader may read up to byte ``upto``; return the range's end
+        now (never before a byte already claimed)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,15 @@ class ByteRange(tuple[int, int]):
 
     state: SectionState | None
     report: RangeReport
+    #: pcap: the end may move back while the range is read (not sent to other processes).
+    limit: Limit | None
 
     def __new__(cls, start: int, stop: int, state: SectionState | None = None,
-                report: RangeReport | None = None) -> ByteRange:
+                report: RangeReport | None = None, limit: Limit | None = None) -> ByteRange:
         self = super().__new__(cls, (start, stop))
         self.state = state
         self.report = report if report is not None else RangeReport()
+        self.limit = limit
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:

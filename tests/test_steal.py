@@ -1,0 +1,209 @@
+"""A process left without work takes over the end of a range another is reading: the
+reader stops at the moved end, and the two parts merge into the one-piece result."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import classifier
+import classifier.steal
+from classifier.lookup import compile_rules
+from classifier.parallel import analyze_parallel, plan_tasks
+from classifier.pipeline import scan
+from classifier.rules import load_rules
+from classifier.sources import pcap
+from classifier.sources.ranges import ByteRange
+from classifier.split import merge_parts
+from classifier.steal import Board
+
+RULES = load_rules()
+COMPILED = compile_rules(RULES)
+CTX = multiprocessing.get_context("fork")
+
+
+@pytest.fixture(scope="module")
+def long_capture(tmp_path_factory: pytest.TempPathFactory, pcaps_dir: Path) -> Path:
+    """Samples' records repeated to a few MB: fragments, flows and VLANs straddle any cut."""
+    header = (pcaps_dir / "office365-mix.pcap").read_bytes()[:24]
+    bodies = [(pcaps_dir / n).read_bytes()[24:] for n in
+              ("office365-mix.pcap", "ipv4.pcap", "ethernet-vlan.pcap", "ipv6.pcap")]
+    path = tmp_path_factory.mktemp("steal") / "long.pcap"
+    path.write_bytes(header + b"".join(bodies) * 60)
+    return path
+
+
+@pytest.fixture(scope="module")
+def whole(long_capture: Path) -> dict[str, object]:
+    return classifier.analyze(str(long_capture)).to_dict()
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's pace counts from its first claim (no wait to judge it)."""
+    monkeypatch.setattr(classifier.steal, "_SETTLED_NS", -1)
+
+
+def _counts(result: dict[str, object]) -> dict[str, object]:
+    """All but the flow records and the per-flow QoS: with batches this small, where
+    the flow table is swept moves with the batches on captures whose clock jumps back
+    (records repeated), in one piece as in two."""
+    return {k: v for k, v in result.items() if k not in ("flows_summary", "qos")}
+
+
+def _board(path: Path, tasks: int = 1, **kw: object) -> Board:
+    opts: dict[str, object] = {"min_seconds": 0.0, "min_bytes": 0, **kw}
+    return Board(CTX, [str(path)], tasks, movable=[True], **opts)  # type: ignore[arg-type]
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(read=st.floats(0.0, 0.95), pace=st.floats(0.0, 1e9))
+def test_a_taken_end_reads_as_one_piece(long_capture: Path, whole: dict[str, object],
+                                        settled: None, read: float, pace: float) -> None:
+    """The reader has claimed a share ``read`` of its range when the end is taken."""
+    size = long_capture.stat().st_size
+    board = _board(long_capture)
+    board.started()
+    claim = board.begin(0, 0, 24, size)
+    reached = claim.claim(24 + int((size - 24) * read))
+    assert reached == size
+    taken = board.take(pace)
+    if taken is None:  # no record boundary after the cut point: nothing taken
+        assert claim.claim(size) == size
+        return
+    file, rest = taken
+    assert file == 0 and rest.stop == size
+    assert 24 + int((size - 24) * read) <= rest.start < size
+    assert claim.claim(rest.start) == rest.start  # the reader's end moved back
+    first = scan(str(long_capture), COMPILED, byte_range=ByteRange(24, size, limit=claim),
+                 compiled=True)
+    assert first.end == rest.start
+    later = scan(str(long_capture), COMPILED, byte_range=rest, compiled=True)
+    assert claim.end() == rest.start and rest.limit is not None
+    merged = merge_parts(str(long_capture), [(24, rest.start), (rest.start, size)],
+                         [(first, ByteRange(0, 0).report), (later, rest.report)], COMPILED,
+                         None)
+    assert merged.to_dict() == whole
+
+
+def test_the_reader_stops_where_the_end_moved_while_it_reads(
+        long_capture: Path, whole: dict[str, object], settled: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end moves between two batches of the reader (small batches here)."""
+    monkeypatch.setattr(pcap, "BATCH_BYTES", 32 << 10)
+    size = long_capture.stat().st_size
+    board = _board(long_capture)
+    board.started()
+    claim = board.begin(0, 0, 24, size)
+    took: list[ByteRange] = []
+
+    class Thief:
+        calls = 0
+
+        def claim(self, upto: int) -> int:
+            self.calls += 1
+            if self.calls == 5:  # after four batches
+                taken = board.take()
+                assert taken is not None
+                took.append(taken[1])
+            return claim.claim(upto)
+
+    first = scan(str(long_capture), COMPILED, byte_range=ByteRange(24, size, limit=Thief()),
+                 compiled=True)
+    (rest,) = took
+    assert first.end == rest.start == claim.end()
+    # The cut is beyond what four batches may have reached.
+    assert rest.start >= 24 + 4 * (32 << 10)
+    later = scan(str(long_capture), COMPILED, byte_range=rest, compiled=True)
+    merged = merge_parts(str(long_capture), [(24, rest.start), (rest.start, size)],
+                         [(first, ByteRange(0, 0).report), (later, rest.report)], COMPILED,
+                         None)
+    assert _counts(merged.to_dict()) == _counts(whole)
+
+
+def test_nothing_is_taken_while_a_task_waits_or_from_a_small_remainder(
+        long_capture: Path, settled: None) -> None:
+    size = long_capture.stat().st_size
+    board = _board(long_capture, tasks=2)
+    board.started()
+    claim = board.begin(0, 0, 24, size)
+    claim.claim(1000)
+    assert board.take() is None  # the second planned task has not started
+    board.started()
+    assert board.take() is not None
+    small = _board(long_capture, min_bytes=size)
+    small.started()
+    small.begin(0, 0, 24, size).claim(1000)
+    assert small.take() is None
+    ended = _board(long_capture)
+    ended.started()
+    gone = ended.begin(0, 0, 24, size)
+    gone.claim(1000)
+    gone.end()
+    assert ended.take() is None  # a range read to its end has nothing to give
+
+
+def test_the_pace_sets_the_cut(long_capture: Path, settled: None) -> None:
+    """A thief twice as fast as the reader takes about two thirds of the remainder."""
+    size = long_capture.stat().st_size
+    cuts = []
+    for pace in (0.0, 1e15):
+        board = _board(long_capture)
+        board.started()
+        board.begin(0, 0, 24, size).claim(1000)
+        taken = board.take(pace)
+        assert taken is not None
+        cuts.append(taken[1].start)
+    even, fast = cuts
+    assert abs(even - size // 2) < 64 << 10
+    assert fast < 64 << 10 + 1000  # almost all of it to a far faster thief
+
+
+def test_processes_that_take_over_give_the_sequential_result(
+        long_capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        settled: None) -> None:
+    """A small and a large capture on two processes: the small one's process takes
+    over the end of the large one (small batches, any remainder taken); whichever
+    way the run goes, the results are those of one process, and progress adds up."""
+    monkeypatch.setattr(pcap, "BATCH_BYTES", 16 << 10)
+    small = tmp_path / "small.pcap"
+    data = long_capture.read_bytes()
+    small.write_bytes(data[:24] + data[24:20000])
+    files = [str(long_capture), str(small)]
+    size = sum(Path(f).stat().st_size for f in files)
+    seen: list[int] = []
+    opts = classifier.pipeline.Options()
+    got = analyze_parallel(files, RULES, jobs=2, options=opts, progress=seen.append,
+                           tasks=plan_tasks(files, 2, split=False), steal_above=(0.0, 0))
+    want = [classifier.analyze(f).to_dict() for f in files]
+    assert [_counts(r.to_dict()) for r in got] == [_counts(w) for w in want]
+    # Each piece reports its bytes: a whole capture from byte 0, a range its own.
+    assert sum(seen) == size
+
+
+def test_a_cut_the_reader_has_claimed_meanwhile_is_not_taken(
+        long_capture: Path, settled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boundary is searched with the board unlocked: the reader may claim past it
+    in the meantime, and the range is then left whole."""
+    import classifier.split
+
+    size = long_capture.stat().st_size
+    board = _board(long_capture)
+    board.started()
+    claim = board.begin(0, 0, 24, size)
+    claim.claim(1000)
+    search = classifier.split.plan_ranges
+
+    def racing(*args: object, **kw: object) -> object:
+        found = search(*args, **kw)  # type: ignore[arg-type]
+        claim.claim(size - 1)  # the reader gets past the cut meanwhile
+        return found
+
+    monkeypatch.setattr(classifier.split, "plan_ranges", racing)
+    assert board.take() is None
+    assert claim.claim(size) == size and claim.end() == size
