@@ -14,6 +14,7 @@ merge, which then reads the capture in one piece.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,8 +34,11 @@ MIN_BYTES = 8 << 20
 MAX_STEALS = 64
 #: A reader's pace is judged after this long.
 _SETTLED_NS = 20_000_000
-_CLAIM, _STOP, _ACTIVE, _FILE, _FIRST, _T0 = range(6)
-_WIDTH = 6
+#: How much sooner than the process that made the board (which merges the results)
+#: another should end: its result then crosses over while that one still reads.
+HANDOVER_SECONDS = 0.08
+_CLAIM, _STOP, _ACTIVE, _FILE, _FIRST, _T0, _PID = range(7)
+_WIDTH = 7
 _NEXT, _WAITING = 0, 1  # the next free row; planned tasks not started yet
 
 
@@ -53,6 +57,7 @@ class Board:
         self.movable = list(movable) or [False] * len(self.files)
         self.min_seconds = min_seconds
         self.min_bytes = min_bytes
+        self.parent = os.getpid()
         self._rows = tasks + MAX_STEALS
         self._lock = ctx.Lock()
         self._raw = ctx.RawArray("q", 2 + _WIDTH * self._rows)
@@ -73,7 +78,7 @@ class Board:
     def begin(self, row: int, file: int, start: int, stop: int) -> Claim:
         """Open row ``row`` for the range ``start``-``stop`` of ``files[file]``."""
         with self._lock:
-            self._row(row)[:] = (start, stop, 1, file, start, time.monotonic_ns())
+            self._row(row)[:] = (start, stop, 1, file, start, time.monotonic_ns(), os.getpid())
         return Claim(self, row)
 
     def take(self, pace: float = 0.0) -> tuple[int, ByteRange] | None:
@@ -81,7 +86,8 @@ class Board:
         its reader longest, now this process's to read; None while a planned task has
         not started, or when no remainder is worth splitting, or no record boundary is
         found in it. The remainder is cut where both would finish together, this
-        process reading at ``pace`` bytes a second (0: as fast as the other)."""
+        process reading at ``pace`` bytes a second (0: as fast as the other); see
+        HANDOVER_SECONDS."""
         from .split import plan_ranges  # import cycle
 
         with self._lock:
@@ -99,11 +105,21 @@ class Board:
             victim = int(seconds.argmax())
             if seconds[victim] < self.min_seconds or not ok[victim]:
                 return None
-            claim, stop, file = (int(rows[victim, c]) for c in (_CLAIM, _STOP, _FILE))
-            theirs = done[victim] / (spent[victim] / 1e9)
-        share = theirs / (theirs + pace) if pace > 0 else 0.5
+            claim, stop, file, pid = (int(rows[victim, c]) for c in (_CLAIM, _STOP, _FILE, _PID))
+            theirs = float(done[victim]) / max(float(spent[victim]) / 1e9, 1e-9)
+        mine = pace if pace >= 1 else theirs
+        # The reader keeps x bytes, this process reads the rest, and they should end
+        # together; or the one that is not the board's maker HANDOVER_SECONDS sooner.
+        lead = 0.0
+        if os.getpid() == self.parent:
+            lead = -HANDOVER_SECONDS  # the reader, a worker, ends sooner
+        elif pid == self.parent:
+            lead = HANDOVER_SECONDS  # this worker ends sooner than the reader
+        left = stop - claim
+        keep = (left / mine + lead) / (1 / theirs + 1 / mine)
         path = self.files[file]
-        found = plan_ranges(path, 2, min_bytes=0, at=[claim + int((stop - claim) * share)])
+        found = plan_ranges(path, 2, min_bytes=0,
+                            at=[claim + int(min(max(keep, 0.0), float(left)))])
         if found is None or len(found) < 2:
             return None
         cut = found[1].start
@@ -117,7 +133,7 @@ class Board:
             row[_STOP] = cut
             mine = int(cells[_NEXT])
             cells[_NEXT] += 1
-            self._row(mine)[:] = (cut, end, 1, file, cut, time.monotonic_ns())
+            self._row(mine)[:] = (cut, end, 1, file, cut, time.monotonic_ns(), os.getpid())
         return file, ByteRange(cut, end, found[1].state, limit=Claim(self, mine))
 
 

@@ -148,20 +148,48 @@ def test_nothing_is_taken_while_a_task_waits_or_from_a_small_remainder(
     assert ended.take() is None  # a range read to its end has nothing to give
 
 
-def test_the_pace_sets_the_cut(long_capture: Path, settled: None) -> None:
-    """A thief twice as fast as the reader takes about two thirds of the remainder."""
+@pytest.mark.parametrize(("thief", "reader", "kept"), [
+    ("worker", "worker", 0.5),  # the same pace: half each
+    ("maker", "worker", 0.5 - 0.02),  # the reader's result must cross: it ends sooner
+    ("worker", "maker", 0.5 + 0.02),  # this one's must: it ends sooner
+])
+def test_the_cut_lets_both_end_together_or_the_worker_first(
+        long_capture: Path, monkeypatch: pytest.MonkeyPatch, thief: str, reader: str,
+        kept: float) -> None:
+    """The reader has read 1 MB in 1 s and 2 MB are left; this process reads as fast.
+    The process that made the board merges the results: a worker's result should
+    arrive while it still reads: HANDOVER_SECONDS (0.08 s, 80 KB here) sooner, so the
+    reader keeps 40 KB less or more than half."""
+    clock = [0]
+    monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
+    me, other = classifier.steal.os.getpid(), -7
+    board = _board(long_capture)
+    board.parent = me if "maker" in (thief, reader) else -9
+    board.started()
+    mb = 1 << 20
+    monkeypatch.setattr(classifier.steal.os, "getpid",
+                        lambda: board.parent if reader == "maker" else other)
+    claim = board.begin(0, 0, 24, 24 + 3 * mb)
+    claim.claim(24 + mb)
+    clock[0] = 1_000_000_000
+    monkeypatch.setattr(classifier.steal.os, "getpid",
+                        lambda: board.parent if thief == "maker" else other)
+    taken = board.take(float(mb))
+    assert taken is not None
+    cut = taken[1].start
+    # The cut: the first record boundary at or after the aimed point.
+    assert 0 <= cut - (24 + mb + kept * 2 * mb) < 2048
+
+
+def test_a_much_faster_process_takes_almost_all(long_capture: Path, settled: None) -> None:
     size = long_capture.stat().st_size
-    cuts = []
-    for pace in (0.0, 1e15):
-        board = _board(long_capture)
-        board.started()
-        board.begin(0, 0, 24, size).claim(1000)
-        taken = board.take(pace)
-        assert taken is not None
-        cuts.append(taken[1].start)
-    even, fast = cuts
-    assert abs(even - size // 2) < 64 << 10
-    assert fast < 64 << 10 + 1000  # almost all of it to a far faster thief
+    board = _board(long_capture)
+    board.parent = -7  # both workers
+    board.started()
+    board.begin(0, 0, 24, size).claim(1000)
+    taken = board.take(1e15)
+    assert taken is not None
+    assert taken[1].start < 1000 + 2048
 
 
 def test_processes_that_take_over_give_the_sequential_result(
@@ -207,3 +235,20 @@ def test_a_cut_the_reader_has_claimed_meanwhile_is_not_taken(
     monkeypatch.setattr(classifier.split, "plan_ranges", racing)
     assert board.take() is None
     assert claim.claim(size) == size and claim.end() == size
+
+
+def test_one_capture_on_two_jobs_leaves_this_process_the_larger_range(
+        long_capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process reads the last range, and merges: the other range is the smaller
+    by HANDOVER_SHARE of the capture, so that its result is in before the merge."""
+    import classifier.parallel
+    import classifier.split
+
+    monkeypatch.setattr(classifier.split, "SPLIT_MIN_BYTES", 0)
+    size = long_capture.stat().st_size
+    tasks = plan_tasks([str(long_capture)], 2)
+    ranges = sorted(r for _, r in tasks if r is not None)
+    assert len(ranges) == 2 and ranges[0].stop == ranges[1].start
+    aimed = size * (0.5 - classifier.parallel.HANDOVER_SHARE)
+    assert 0 <= ranges[0].stop - aimed < 2048
+    assert len(plan_tasks([str(long_capture)] * 2, 2)) == 4  # two captures, halved evenly
