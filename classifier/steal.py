@@ -109,12 +109,11 @@ class Board:
             theirs = float(done[victim]) / max(float(spent[victim]) / 1e9, 1e-9)
         mine = pace if pace >= 1 else theirs
         # The reader keeps x bytes, this process reads the rest, and they should end
-        # together; or the one that is not the board's maker HANDOVER_SECONDS sooner.
-        lead = 0.0
-        if os.getpid() == self.parent:
-            lead = -HANDOVER_SECONDS  # the reader, a worker, ends sooner
-        elif pid == self.parent:
-            lead = HANDOVER_SECONDS  # this worker ends sooner than the reader
+        # together. But a worker that takes from the board's maker (which merges)
+        # should end HANDOVER_SECONDS sooner, its result crossing over meanwhile. (The
+        # maker taking from a worker ends later by as much: it merges the part it
+        # took with its own, while the worker's result crosses over.)
+        lead = HANDOVER_SECONDS if pid == self.parent != os.getpid() else 0.0
         left = stop - claim
         keep = (left / mine + lead) / (1 / theirs + 1 / mine)
         path = self.files[file]

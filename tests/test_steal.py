@@ -150,16 +150,16 @@ def test_nothing_is_taken_while_a_task_waits_or_from_a_small_remainder(
 
 @pytest.mark.parametrize(("thief", "reader", "kept"), [
     ("worker", "worker", 0.5),  # the same pace: half each
-    ("maker", "worker", 0.5 - 0.02),  # the reader's result must cross: it ends sooner
-    ("worker", "maker", 0.5 + 0.02),  # this one's must: it ends sooner
+    ("maker", "worker", 0.5),  # the reader's result crosses, the maker merges its part
+    ("worker", "maker", 0.5 + 0.02),  # this one's result must cross: it ends sooner
 ])
 def test_the_cut_lets_both_end_together_or_the_worker_first(
         long_capture: Path, monkeypatch: pytest.MonkeyPatch, thief: str, reader: str,
         kept: float) -> None:
     """The reader has read 1 MB in 1 s and 2 MB are left; this process reads as fast.
-    The process that made the board merges the results: a worker's result should
-    arrive while it still reads: HANDOVER_SECONDS (0.08 s, 80 KB here) sooner, so the
-    reader keeps 40 KB less or more than half."""
+    The process that made the board merges the results: a worker taking from it
+    should end HANDOVER_SECONDS (0.08 s, 80 KB here) sooner, so the reader keeps 40 KB
+    more than half."""
     clock = [0]
     monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
     me, other = classifier.steal.os.getpid(), -7
