@@ -125,15 +125,16 @@ def analyze_parallel(
             done(_task(board, own, *tasks[own], rules, opts))
         for fut in as_completed(futures):
             done(fut.result())
-    results: list[AnalysisResult | None] = [None] * len(files)
-    for index, found in pieces.items():
-        found.sort(key=lambda p: p[1])
-        value = found[0][3]
-        if len(found) == 1 and isinstance(value, AnalysisResult):
-            results[index] = value
-        else:
-            results[index] = merge_parts(files[index], [(a, b) for _, a, b, _ in found],
-                                         [p[3] for p in found], compiled_rules, opts)
+        # Merged while the workers exit (leaving the pool waits for them).
+        results: list[AnalysisResult | None] = [None] * len(files)
+        for index, found in pieces.items():
+            found.sort(key=lambda p: p[1])
+            value = found[0][3]
+            if len(found) == 1 and isinstance(value, AnalysisResult):
+                results[index] = value
+            else:
+                results[index] = merge_parts(files[index], [(a, b) for _, a, b, _ in found],
+                                             [p[3] for p in found], compiled_rules, opts)
     return [r for r in results if r is not None]
 
 
