@@ -252,3 +252,43 @@ def test_one_capture_on_two_jobs_leaves_this_process_the_larger_range(
     aimed = size * (0.5 - classifier.parallel.HANDOVER_SHARE)
     assert 0 <= ranges[0].stop - aimed < 2048
     assert len(plan_tasks([str(long_capture)] * 2, 2)) == 4  # two captures, halved evenly
+
+
+def test_only_plain_pcap_files_have_ends_that_move(pcaps_dir: Path, tmp_path: Path) -> None:
+    """A gzip stream cannot be cut anywhere, a pcapng range's end is not claimed."""
+    import gzip
+
+    from classifier.parallel import _plain_pcap
+
+    zipped = tmp_path / "mix.pcap.gz"
+    zipped.write_bytes(gzip.compress((pcaps_dir / "office365-mix.pcap").read_bytes()))
+    assert _plain_pcap(str(pcaps_dir / "office365-mix.pcap"))
+    assert _plain_pcap(str(pcaps_dir / "bsd-null-be.pcap"))  # big-endian magic
+    assert not _plain_pcap(str(pcaps_dir / "multi-section.pcapng"))
+    assert not _plain_pcap(str(zipped))
+    assert not _plain_pcap(str(pcaps_dir / "empty.pcap"))
+    assert not _plain_pcap(str(tmp_path / "absent.pcap"))
+    assert not _plain_pcap("-")
+
+
+def test_with_names_or_resynchronisation_nothing_is_taken_over(
+        long_capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        settled: None) -> None:
+    """Names are decided at a flow's start, which a later part cannot see; damage
+    skipped may run past an end that moved. No capture is cut for either."""
+    monkeypatch.setattr(pcap, "BATCH_BYTES", 16 << 10)
+    small = tmp_path / "small.pcap"
+    data = long_capture.read_bytes()
+    small.write_bytes(data[:24] + data[24:20000])
+    files = [str(long_capture), str(small)]
+    named = load_rules(Path(__file__).resolve().parents[1] / "rules" / "office365-services.toml")
+    assert compile_rules(named).uses_names
+    for rules, opts in ((named, classifier.pipeline.Options()),
+                        (RULES, classifier.pipeline.Options(skip_damaged=True))):
+        seen: list[int] = []
+        got = analyze_parallel(files, rules, jobs=2, options=opts, progress=seen.append,
+                               tasks=plan_tasks(files, 2, split=False),
+                               steal_above=(0.0, 0))
+        assert len(seen) == 2  # one piece a capture
+        want = [classifier.analyze(f, rules=rules, options=opts).to_dict() for f in files]
+        assert [r.to_dict() for r in got] == want
