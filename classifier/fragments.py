@@ -95,6 +95,9 @@ class FragmentTable:
         self.size = size
         self.first: dict[Key, Info] = {}  # the latest first fragment per datagram
         self.earliest: dict[Key, Info] = {}  # the earliest one (to merge byte ranges)
+        #: Whether to keep ``earliest``: only a byte range that a range before it will
+        #: take in needs it (not the first range, nor a whole capture).
+        self.keep_earliest = True
         self.pending: dict[Key, list[Ref]] = {}
         self.dropped: list[Ref] = []  # held back, then pushed out by newer ones
 
@@ -122,6 +125,7 @@ class FragmentTable:
         released: list[tuple[Ref, Info]] = []
         cat, sport, dport, side = p.cat, h.sport, h.dport, p.side
         first_seen, pending, size = self.first, self.pending, self.size
+        earliest = self.earliest if self.keep_earliest else None
         # Python per fragment only where order matters: fragments are rare.
         for i, first, key, info in zip(
                 todo.tolist(), is_first.tolist(), map(tuple, keys.tolist()),
@@ -133,8 +137,8 @@ class FragmentTable:
                 first_seen[key] = info
                 if len(first_seen) > size:
                     del first_seen[next(iter(first_seen))]
-                if key not in self.earliest and len(self.earliest) < size:
-                    self.earliest[key] = info
+                if earliest is not None and key not in earliest and len(earliest) < size:
+                    earliest[key] = info
                 if pending and key in pending:
                     released += [(ref, info) for ref in pending.pop(key)]
             else:
@@ -173,7 +177,8 @@ class FragmentTable:
             else:
                 for ref in refs:
                     self._hold(key, ref)
-        _add_missing(self.earliest, later.earliest, self.size)
+        if self.keep_earliest:
+            _add_missing(self.earliest, later.earliest, self.size)
         # later's first fragments are the latest: each moves to the end (the newest) and
         # the oldest beyond the bound go, as process() does one by one; here in bulk.
         first = self.first
@@ -182,7 +187,8 @@ class FragmentTable:
         first.update(later.first)
         for key in list(islice(first, max(0, len(first) - self.size))):
             del first[key]
-        _add_missing(self.earliest, later.first, self.size)
+        if self.keep_earliest:
+            _add_missing(self.earliest, later.first, self.size)
         self.dropped.extend(later.dropped)
         return _release(released)
 

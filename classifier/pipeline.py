@@ -361,10 +361,13 @@ def scan(
         agg = Aggregator(compiled_rules, options, compiled=use_compiled)
         if naming is not None and agg.flow_table is not None:
             agg.flow_table.names = naming.names
-        if (byte_range is not None and agg.flow_table is not None
-                and byte_range[0] > reader.first_record):
-            # Its flows may continue the range before. (The first range has none
-            # before it: holding its records would only send them across for nothing.)
+        later = byte_range is not None and byte_range[0] > reader.first_record
+        # A range after the first is taken in by the one before: its first fragments
+        # may complete that one's held fragments, its flows continue that one's.
+        # (The first range has none before it: keeping either would only send it
+        # across for nothing.)
+        fragments.keep_earliest = later
+        if later and agg.flow_table is not None:
             agg.flow_table.hold_first = True
         for batch in reader:
             count_batch(batch, compiled_rules, agg, fragments, compiled=use_compiled,

@@ -422,3 +422,19 @@ def test_dscp_values_beyond_a_flows_slots_merge_as_in_one_piece(tmp_path: Path) 
     assert _split(path, [24 + 6 * record]) == whole
     reported = whole["qos"]["reported"]
     assert [r["dscp"] for r in reported] == ["1:2 2:2 3:3 4:1 more:4"]
+
+
+def test_only_ranges_after_the_first_keep_their_earliest_first_fragments(
+        long_capture: Path) -> None:
+    """A range's earliest first fragments are for the range before it; the first range
+    and a whole capture have none before them, and keep none."""
+    from classifier.pipeline import scan
+
+    size = long_capture.stat().st_size
+    ranges = plan_ranges(str(long_capture), 2, min_bytes=0, at=[size // 2])
+    assert ranges is not None
+    parts = [scan(str(long_capture), COMPILED, byte_range=r, compiled=True) for r in ranges]
+    whole = scan(str(long_capture), COMPILED, compiled=True)
+    assert whole.fragments.first and parts[0].fragments.first and parts[1].fragments.first
+    assert not whole.fragments.earliest and not parts[0].fragments.earliest
+    assert parts[1].fragments.earliest
