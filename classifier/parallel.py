@@ -76,7 +76,7 @@ def analyze_parallel(
 ) -> list[AnalysisResult]:
     """Analyse ``files`` in up to ``jobs`` processes; results in the order of ``files``.
     ``tasks``: as :func:`plan_tasks` gives them (planned here by default). A process
-    left without work takes over half of what another has left to read of a plain
+    left without work takes over the end of what another has left to read of a plain
     pcap (see :mod:`classifier.steal`; ``steal_above``: the seconds and bytes a
     remainder must exceed to be split, by default its ``MIN_SECONDS`` and ``MIN_BYTES``)."""
     from .pipeline import Options  # the pipeline imports this module lazily

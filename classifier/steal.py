@@ -4,10 +4,11 @@ otherwise wait for the other.
 
 Each process reading a plain pcap (a planned byte range, or a whole capture) claims,
 before each batch, the bytes that batch may reach, and learns its range's end. Once
-every planned task has started, a process with nothing left to do takes the second
-half of the largest unclaimed remainder: it finds a record boundary there as the
-planner does (:func:`classifier.split.plan_ranges`), moves that range's end back to
-it, and reads from it to the old end. The two parts merge like any two neighbouring
+every planned task has started, a process with nothing left to do takes the end of
+the remainder that would take its reader longest, from where both should finish
+together (see :meth:`Board.take`): it finds a record boundary there as the planner
+does (:func:`classifier.split.plan_ranges`), moves that range's end back to it, and
+reads from it to the old end. The two parts merge like any two neighbouring
 byte ranges, so results do not change; a boundary guessed wrong is caught by the
 merge, which then reads the capture in one piece.
 """
