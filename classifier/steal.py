@@ -79,8 +79,13 @@ class Board:
     def begin(self, row: int, file: int, start: int, stop: int) -> Claim:
         """Open row ``row`` for the range ``start``-``stop`` of ``files[file]``."""
         with self._lock:
-            self._row(row)[:] = (start, stop, 1, file, start, time.monotonic_ns(), os.getpid())
+            self._open(row, file, start, stop)
         return Claim(self, row)
+
+    def _open(self, row: int, file: int, start: int, stop: int) -> None:
+        """Row ``row``: this process reads ``start``-``stop`` of ``files[file]`` from now
+        (the lock held)."""
+        self._row(row)[:] = (start, stop, 1, file, start, time.monotonic_ns(), os.getpid())
 
     def take(self, pace: float = 0.0) -> tuple[int, ByteRange] | None:
         """(file, range with its claim) of the end of the remainder that would take
@@ -133,7 +138,7 @@ class Board:
             row[_STOP] = cut
             mine = int(cells[_NEXT])
             cells[_NEXT] += 1
-            self._row(mine)[:] = (cut, end, 1, file, cut, time.monotonic_ns(), os.getpid())
+            self._open(mine, file, cut, end)
         return file, ByteRange(cut, end, found[1].state, limit=Claim(self, mine))
 
 
