@@ -91,28 +91,39 @@ class Board:
         """(file, range with its claim) of the end of the remainder that would take
         its reader longest, now this process's to read; None while a planned task has
         not started, or when no remainder is worth splitting, or no record boundary is
-        found in it. The remainder is cut where both would finish together, this
+        found in it. A reader that began less than 40 ms ago is waited for, until its
+        pace can be judged. The remainder is cut where both would finish together, this
         process reading at ``pace`` bytes a second (0: as fast as the other); see
         HANDOVER_SECONDS."""
         from .split import plan_ranges  # import cycle
 
-        with self._lock:
-            cells = self._cells()
-            if cells[_WAITING] > 0 or cells[_NEXT] >= self._rows:
-                return None
-            rows = cells[2: 2 + _WIDTH * int(cells[_NEXT])].reshape(-1, _WIDTH)
-            left = rows[:, _STOP] - rows[:, _CLAIM]
-            done = rows[:, _CLAIM] - rows[:, _FIRST]
-            spent = time.monotonic_ns() - rows[:, _T0]
-            # Each reader's pace so far says how long its remainder would take it.
-            ok = (rows[:, _ACTIVE] == 1) & (left >= self.min_bytes) & (done > 0)
-            ok &= spent >= _SETTLED_NS
-            seconds = np.where(ok, left * (spent / 1e9) / np.maximum(done, 1), -1.0)
-            victim = int(seconds.argmax())
-            if seconds[victim] < self.min_seconds or not ok[victim]:
-                return None
-            claim, stop, file, pid = (int(rows[victim, c]) for c in (_CLAIM, _STOP, _FILE, _PID))
-            theirs = float(done[victim]) / max(float(spent[victim]) / 1e9, 1e-9)
+        while True:
+            with self._lock:
+                cells = self._cells()
+                if cells[_WAITING] > 0 or cells[_NEXT] >= self._rows:
+                    return None
+                rows = cells[2: 2 + _WIDTH * int(cells[_NEXT])].reshape(-1, _WIDTH)
+                left = rows[:, _STOP] - rows[:, _CLAIM]
+                done = rows[:, _CLAIM] - rows[:, _FIRST]
+                spent = time.monotonic_ns() - rows[:, _T0]
+                # Each reader's pace so far says how long its remainder would take it.
+                big = (rows[:, _ACTIVE] == 1) & (left >= self.min_bytes)
+                ok = big & (done > 0) & (spent >= _SETTLED_NS)
+                seconds = np.where(ok, left * (spent / 1e9) / np.maximum(done, 1), -1.0)
+                victim = int(seconds.argmax())
+                if ok[victim] and seconds[victim] >= self.min_seconds:
+                    claim, stop, file, pid = (int(rows[victim, c])
+                                              for c in (_CLAIM, _STOP, _FILE, _PID))
+                    theirs = float(done[victim]) / max(float(spent[victim]) / 1e9, 1e-9)
+                    break
+                # A reader that has only just begun (the last task, started as this
+                # process ended its own) is judged once its pace can be: the wait
+                # is shorter than what it may leave to take.
+                young = big & ~ok & (spent < 2 * _SETTLED_NS)
+                if not young.any():
+                    return None
+                wait = float(_SETTLED_NS - spent[young].max())
+            time.sleep(max(wait, 1e6) / 1e9)
         mine = pace if pace >= 1 else theirs
         # The reader keeps x bytes, this process reads the rest, and they should end
         # together. But a worker that takes from the board's maker (which merges)

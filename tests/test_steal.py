@@ -148,6 +148,36 @@ def test_nothing_is_taken_while_a_task_waits_or_from_a_small_remainder(
     assert ended.take() is None  # a range read to its end has nothing to give
 
 
+def test_a_reader_that_has_just_begun_is_waited_for(long_capture: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last task starts as another process ends its own: its pace cannot be
+    judged yet, so the idle process waits (its clock runs on in the sleep) instead of
+    leaving it all the rest; a reader long begun that never claimed is not waited for."""
+    clock = [0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += int(seconds * 1e9)
+
+    monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
+    monkeypatch.setattr(classifier.steal.time, "sleep", sleep)
+    size = long_capture.stat().st_size
+    board = _board(long_capture)
+    board.started()
+    board.begin(0, 0, 24, size).claim(1000)
+    clock[0] = 5_000_000  # 5 ms after the reader began
+    taken = board.take()
+    assert taken is not None
+    assert slept == [pytest.approx(0.015)]  # until 20 ms: the pace can be judged
+    stale = _board(long_capture)
+    stale.started()
+    stale.begin(0, 0, 24, size)  # opened, never claimed
+    clock[0] += 50_000_000
+    slept.clear()
+    assert stale.take() is None and slept == []
+
+
 @pytest.mark.parametrize(("thief", "reader", "kept"), [
     ("worker", "worker", 0.5),  # the same pace: half each
     ("maker", "worker", 0.5),  # the reader's result crosses, the maker merges its part
