@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .lookup import CompiledRules, compile_rules
@@ -24,6 +25,7 @@ from .rules import RuleSet
 from .sources.ranges import ByteRange
 
 if TYPE_CHECKING:
+    from .outbox import Outbox
     from .pipeline import Options
     from .steal import Board
 
@@ -79,6 +81,7 @@ def analyze_parallel(
     left without work takes over the end of what another has left to read of a plain
     pcap (see :mod:`classifier.steal`; ``steal_above``: the seconds and bytes a
     remainder must exceed to be split, by default its ``MIN_SECONDS`` and ``MIN_BYTES``)."""
+    from .outbox import Outbox
     from .pipeline import Options  # the pipeline imports this module lazily
     from .split import merge_parts, warm_up
     from .steal import MIN_BYTES, MIN_SECONDS, Board
@@ -112,19 +115,29 @@ def analyze_parallel(
             own = max(ranged, key=lambda i: _start(tasks[i][1]))
     pooled = [i for i in range(len(tasks)) if i != own]
 
+    workers = min(jobs, len(pooled))
+    outbox = Outbox(ctx, workers)
+    arrived = _Arrivals(outbox)
+
     def done(value: list[Piece]) -> None:
         for piece in value:
             pieces.setdefault(piece[0], []).append(piece)
             if progress is not None:
                 progress(piece[2] - piece[1])
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(pooled)), mp_context=ctx,
-                             initializer=_join_board, initargs=(board,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_join_pool,
+                             initargs=(board, outbox)) as pool:
         futures = [pool.submit(_pooled, i, *tasks[i], rules, opts) for i in pooled]
+        for fut in futures:
+            # Taken in by the pool's thread as each arrives, while this one still reads.
+            fut.add_done_callback(arrived.put)
         if own is not None:
             done(_task(board, own, *tasks[own], rules, opts))
-        for fut in as_completed(futures):
-            done(fut.result())
+        for _ in futures:
+            value = arrived.get()
+            if isinstance(value, BaseException):
+                raise value
+            done(value)
         # Merged while the workers exit (leaving the pool waits for them).
         results: list[AnalysisResult | None] = [None] * len(files)
         for index, found in pieces.items():
@@ -138,22 +151,43 @@ def analyze_parallel(
     return [r for r in results if r is not None]
 
 
+class _Arrivals:
+    """The pool's results in the order they arrive, each taken out of the outbox by
+    the thread that sets it (or the exception it raised)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, fut: Future[Any]) -> None:
+        try:
+            self._queue.put(self._outbox.receive(fut.result()))
+        except BaseException as exc:  # raised again in the merging thread
+            self._queue.put(exc)
+
+    def get(self) -> Any:
+        return self._queue.get()
+
+
 #: (file index, first byte, end, value): ``value`` is a whole capture's result, or the
 #: part and report of a byte range (the end is where the range ended up).
 Piece = tuple[int, int, int, Any]
 
 _board: Board | None = None  # a pool process's: the run's
+_outbox: Outbox | None = None
 
 
-def _join_board(board: Board) -> None:
-    global _board
-    _board = board
+def _join_pool(board: Board, outbox: Outbox) -> None:
+    global _board, _outbox
+    _board, _outbox = board, outbox
+    outbox.join()
 
 
 def _pooled(row: int, index: int, r: ByteRange | None, rules: RuleSet, options: Options,
-            ) -> list[Piece]:
-    assert _board is not None
-    return _task(_board, row, index, r, rules, options)
+            ) -> Any:
+    """A pool process's task: its pieces, their arrays shipped through the outbox."""
+    assert _board is not None and _outbox is not None
+    return _outbox.ship(_task(_board, row, index, r, rules, options))
 
 
 def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSet,
