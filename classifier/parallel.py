@@ -35,9 +35,10 @@ __all__ = ["analyze_parallel", "plan_tasks"]
 TASKS_PER_JOB = 2
 #: A capture split in as many ranges as jobs: the share of it that the last range (the
 #: one this process reads) has beyond an even share. The others' results have to
-#: cross over and be unpickled (0.05-0.1 s on the 8M-packet mix): they had better end
-#: first, their results taken in while this process still reads.
-HANDOVER_SHARE = 0.03
+#: cross over and be taken in (0.04-0.05 s on the 8M-packet mix, see
+#: :mod:`classifier.outbox`): they had better end first, their results taken in
+#: while this process still reads.
+HANDOVER_SHARE = 0.015
 
 
 def plan_tasks(files: Sequence[str], jobs: int, *, split: bool = True,

@@ -37,7 +37,7 @@ MAX_STEALS = 64
 _SETTLED_NS = 20_000_000
 #: How much sooner than the process that made the board (which merges the results)
 #: another should end: its result then crosses over while that one still reads.
-HANDOVER_SECONDS = 0.08
+HANDOVER_SECONDS = 0.04
 _CLAIM, _STOP, _ACTIVE, _FILE, _FIRST, _T0, _PID = range(7)
 _WIDTH = 7
 _NEXT, _WAITING = 0, 1  # the next free row; planned tasks not started yet

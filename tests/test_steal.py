@@ -181,14 +181,16 @@ def test_a_reader_that_has_just_begun_is_waited_for(long_capture: Path,
 @pytest.mark.parametrize(("thief", "reader", "kept"), [
     ("worker", "worker", 0.5),  # the same pace: half each
     ("maker", "worker", 0.5),  # the reader's result crosses, the maker merges its part
-    ("worker", "maker", 0.5 + 0.02),  # this one's result must cross: it ends sooner
+    # this one's result must cross: it ends HANDOVER_SECONDS sooner (1 MB a second,
+    # 2 MB left: half of that time's bytes more than half)
+    ("worker", "maker", 0.5 + classifier.steal.HANDOVER_SECONDS / 4),
 ])
 def test_the_cut_lets_both_end_together_or_the_worker_first(
         long_capture: Path, monkeypatch: pytest.MonkeyPatch, thief: str, reader: str,
         kept: float) -> None:
     """The reader has read 1 MB in 1 s and 2 MB are left; this process reads as fast.
     The process that made the board merges the results: a worker taking from it
-    should end HANDOVER_SECONDS (0.08 s, 80 KB here) sooner, so the reader keeps 40 KB
+    should end HANDOVER_SECONDS (0.04 s, 40 KB here) sooner, so the reader keeps 20 KB
     more than half."""
     clock = [0]
     monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
