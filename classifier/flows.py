@@ -12,8 +12,11 @@ counted) and forgotten. Their packets and bytes stay in every total.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Callable, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,7 +28,7 @@ from .decode import Headers
 if TYPE_CHECKING:
     from .measures import Series
 
-__all__ = ["FLOW_COLUMNS", "FlowTable", "Flows", "update_flows"]
+__all__ = ["FLOW_COLUMNS", "HELD_ROWS", "FlowTable", "Flows", "HeldRecords", "update_flows"]
 
 # Columns of the ``keys`` table (int64): the two ends in canonical order (end 1 is the
 # lower (address, port)), then the protocol.
@@ -35,6 +38,11 @@ K_A_HI, K_A_LO, K_B_HI, K_B_LO, K_PORTS, K_PROTO = range(6)
  S_DSCP_OTHER, S_NAME, S_HOLD) = range(12)
 N_STATS = 12
 DSCP_SLOTS = 4  # distinct DSCP values counted per flow; the rest add to S_DSCP_OTHER
+
+#: Held first records (see FlowTable.hold_first) kept in memory at most (about 20 MB,
+#: as a full table of the default size); the older ones go to a file when the table
+#: has a directory for it.
+HELD_ROWS = 100_000
 
 EMPTY = 0  # slots hold row + 1; zeros cost no memory until written (calloc)
 _SIGN = -(1 << 63)  # flipping the sign bit makes signed order unsigned order
@@ -267,6 +275,74 @@ class Flows:
         return self.names[n] if 0 < n < len(self.names) else ""
 
 
+class HeldRecords:
+    """A byte range's held first records, in the order they ended: the newest up to
+    :data:`HELD_ROWS` in memory, the older ones appended to a file in ``directory``
+    (none: all in memory). On a busy link a range can end hundreds of thousands of
+    flows that began within the idle timeout of its start; only the merge reads
+    them, a batch at a time. Pickled, the file goes by name: the merging process
+    reads it, and deletes it once read."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self.chunks: list[Flows] = []  # in memory, after those in the file
+        self.in_memory = 0
+        self.path: str | None = None
+        self.spilled: list[int] = []  # rows of each chunk in the file, in order
+
+    def __len__(self) -> int:
+        return self.in_memory + sum(self.spilled)
+
+    def append(self, rows: Flows) -> None:
+        self.chunks.append(rows)
+        self.in_memory += len(rows)
+        if self.directory is not None and self.in_memory > HELD_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.path is None:
+            fd, self.path = tempfile.mkstemp(prefix="held-", suffix=".bin",
+                                             dir=self.directory)
+            os.close(fd)
+        with open(self.path, "ab") as fh:
+            for chunk in self.chunks:
+                for col in (chunk.keys, chunk.stats, chunk.dscp_val, chunk.dscp_cnt):
+                    fh.write(np.ascontiguousarray(col).data)
+                self.spilled.append(len(chunk))
+        self.chunks, self.in_memory = [], 0
+
+    def batches(self, names: list[str]) -> Iterator[Flows]:
+        """All the records in order, about HELD_ROWS at a time; the file is then
+        deleted."""
+        if self.path is not None:
+            widths = ((6, np.int64), (N_STATS, np.int64), (DSCP_SLOTS, np.int8),
+                      (DSCP_SLOTS, np.int64))
+            with open(self.path, "rb") as fh:
+                pending: list[Flows] = []
+                rows = 0
+                for n in self.spilled:
+                    k, st, dv, dc = (np.fromfile(fh, dtype, n * w).reshape(n, w)
+                                     for w, dtype in widths)
+                    pending.append(Flows(k, st, dv, dc, names))
+                    rows += n
+                    if rows >= HELD_ROWS:
+                        yield Flows.concat(pending, names)
+                        pending, rows = [], 0
+                if pending:
+                    yield Flows.concat(pending, names)
+            self.discard()
+        if self.chunks:
+            yield Flows.concat(self.chunks, names)
+        self.chunks, self.in_memory = [], 0
+
+    def discard(self) -> None:
+        """Forget the records in the file (and delete it)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        self.path, self.spilled = None, []
+
+
 @dataclass
 class FlowTable:
     """The bounded flow table of one capture (see the module docstring)."""
@@ -284,7 +360,9 @@ class FlowTable:
     #: here is not handed to the sink when it ends (idle, or evicted) but kept in
     #: ``held_first``, for the merge to join it to that flow (:func:`join_held`).
     hold_first: bool = False
-    held_first: list[Flows] = field(default_factory=list)
+    #: Where held first records beyond HELD_ROWS go (None: they stay in memory).
+    spill_dir: str | None = None
+    held_first: HeldRecords = field(init=False)
     start_ts: int | None = None
     count: int = 0
     evicted: int = 0
@@ -297,6 +375,7 @@ class FlowTable:
     def __post_init__(self) -> None:
         # The whole bound at once: zeroed arrays take memory only as rows are used.
         self._allocate(self.max_flows)
+        self.held_first = HeldRecords(self.spill_dir)
 
     def __getstate__(self) -> dict[str, object]:
         # Only the rows in use travel between processes.
@@ -375,8 +454,8 @@ class FlowTable:
 
     def release_held(self) -> None:
         """Hand the held first records to the sink: no range before is left to join."""
-        held, self.held_first = self.held_first, []
-        for out in held:
+        held, self.held_first = self.held_first, HeldRecords(self.spill_dir)
+        for out in held.batches(self.names):
             out.stats[:, S_HOLD] = 0
             self._emit(out)
 
@@ -657,28 +736,36 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
     range, see :attr:`FlowTable.hold_first`) to the flows of ``first`` they continue,
     and end them there: read in one piece, those flows ended inside the later range.
     Held records that continue nothing are records of their own."""
-    held, later.held_first = later.held_first, []
-    if not held:
+    held, later.held_first = later.held_first, HeldRecords(later.spill_dir)
+    if not len(held):
         return
-    rows = Flows.concat(held, first.names)
-    rows.stats[:, S_HOLD] = 0
-    n = len(rows)
-    idx = find_flows.select(first.compiled)(first.keys, first.slots, rows.keys, n)
-    hit = np.flatnonzero(idx >= 0)
-    # A flow the held record continues only after more than the idle timeout had
-    # ended before it (as end_idle_flows has it): the record is one of its own.
-    gap = rows.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
-    ended = np.zeros(first.count, bool)
-    ended[idx[hit[gap]]] = True
-    if gap.any():
-        first._emit(first.rows(ended))
-    join = hit[~gap]
-    _fold(first, idx[join], rows.stats, rows.dscp_val, rows.dscp_cnt, join, series)
-    # Every held record has ended, and so has the flow it is now part of: those flows
-    # in table order, then the records of their own in held order.
-    joined = np.zeros(first.count, bool)
-    joined[idx[join]] = True
-    own = np.ones(n, bool)
-    own[join] = False
-    first._emit(Flows.concat([first.rows(joined), rows.take(own)], first.names))
-    first._drop(ended | joined)
+    # Flows of ``first`` that have ended (joined, or idle too long): a later held
+    # record of the same flow is one of its own. Removed from the table at the end.
+    gone = np.zeros(first.count, bool)
+    for rows in held.batches(first.names):
+        rows.stats[:, S_HOLD] = 0
+        n = len(rows)
+        idx = find_flows.select(first.compiled)(first.keys, first.slots, rows.keys, n)
+        hit = np.flatnonzero(idx >= 0)
+        hit = hit[~gone[idx[hit]]]
+        # Two records of one flow (pushed out of a full table, then seen again): the
+        # earlier continues the flow before, the other is one of its own.
+        hit = hit[np.sort(np.unique(idx[hit], return_index=True)[1])]
+        # A flow the held record continues only after more than the idle timeout had
+        # ended before it (as end_idle_flows has it): the record is one of its own.
+        gap = rows.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
+        ended = np.zeros(first.count, bool)
+        ended[idx[hit[gap]]] = True
+        if gap.any():
+            first._emit(first.rows(ended))
+        join = hit[~gap]
+        _fold(first, idx[join], rows.stats, rows.dscp_val, rows.dscp_cnt, join, series)
+        # Every held record has ended, and so has the flow it is now part of: those
+        # flows in table order, then the records of their own in held order.
+        joined = np.zeros(first.count, bool)
+        joined[idx[join]] = True
+        own = np.ones(n, bool)
+        own[join] = False
+        first._emit(Flows.concat([first.rows(joined), rows.take(own)], first.names))
+        gone |= ended | joined
+    first._drop(gone)

@@ -10,10 +10,12 @@ to read (see :mod:`classifier.steal`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
 import queue
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -126,8 +128,11 @@ def analyze_parallel(
             if progress is not None:
                 progress(piece[2] - piece[1])
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_join_pool,
-                             initargs=(board, outbox)) as pool:
+    with tempfile.TemporaryDirectory(prefix="o365-traffic-") as spill, \
+            ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                initializer=_join_pool, initargs=(board, outbox)) as pool:
+        # Byte ranges' held flow records beyond a bound wait for the merge on disk.
+        opts = dataclasses.replace(opts, spill_dir=opts.spill_dir or spill)
         futures = [pool.submit(_pooled, i, *tasks[i], rules, opts) for i in pooled]
         for fut in futures:
             # Taken in by the pool's thread as each arrives, while this one still reads.
@@ -194,7 +199,7 @@ def _pooled(row: int, index: int, r: ByteRange | None, rules: RuleSet, options: 
 def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSet,
           options: Options) -> list[Piece]:
     """Planned task ``row`` (a capture, or a range of one), then whatever this process
-    can take over from the others; neighbouring pieces are merged here."""
+    can take over from the others; neighbouring pieces are merged here (in a worker)."""
     compiled_rules = compile_rules(rules)
     board.started()
     began = time.perf_counter()
@@ -207,7 +212,13 @@ def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSe
             return pieces
         file, br = taken
         pieces.append(_read(board, None, file, br, compiled_rules, options))
-        pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
+        if os.getpid() != board.parent:
+            # One result less to send, merged while the others still read. (The
+            # merging process leaves its pieces apart: the end it took from a worker
+            # would take in the held flow records of its own range here, and the
+            # worker's range those that are left again in the merge; apart, the
+            # merge takes in the small part, then its own.)
+            pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
 
 
 def _read(board: Board, row: int | None, index: int, r: ByteRange | None,

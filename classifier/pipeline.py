@@ -78,6 +78,10 @@ class Options:
     #: ``AnalysisResult.digest`` and merged with ``+``; unlike ``flow_sink`` it works
     #: with any number of jobs. Must be picklable (e.g. a class or ``functools.partial``).
     flow_digest: Callable[[tuple[str, ...]], Any] | None = None
+    #: A directory for a byte range's flow records held for the merge beyond
+    #: ``flows.HELD_ROWS`` (None: kept in memory). The process pool sets a temporary
+    #: one for its run.
+    spill_dir: str | None = None
 
     @property
     def series_interval_ns(self) -> int:
@@ -117,7 +121,7 @@ class Aggregator:
             self.flow_table = FlowTable(
                 other=compiled_rules.other, n_categories=self.k,
                 max_flows=options.max_flows, idle_timeout_ns=options.idle_timeout_ns,
-                sink=self._evicted, compiled=compiled,
+                sink=self._evicted, compiled=compiled, spill_dir=options.spill_dir,
             )
         if options.flow_digest is not None and self.flow_table is not None:
             self.result.digest = options.flow_digest(compiled_rules.categories)

@@ -6,12 +6,14 @@ import itertools
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import classifier
 import classifier.split
+from classifier.flows import N_STATS, Flows, HeldRecords
 from classifier.lookup import compile_rules
 from classifier.rules import load_rules
 from classifier.sources.ranges import Interface
@@ -314,20 +316,29 @@ def test_only_ranges_after_the_first_hold_flow_records_back(
     assert holds == [False, True, True]
 
 
-@pytest.mark.parametrize("max_packets", [1, 65_536])
+@pytest.mark.parametrize(("max_packets", "held_rows"), [(1, None), (65_536, None), (1, 1)])
 def test_held_records_of_their_own_and_after_a_gap_stay_records(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_packets: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_packets: int,
+        held_rows: int | None) -> None:
     """Flows first seen soon after the split that end inside the later range (found
     idle while it is read, in batches of one packet) are held for the merge: one
     continues a flow of the first range only after the idle timeout (read in one
-    piece, two records), the others continue nothing (records of their own)."""
+    piece, two records), the others continue nothing (records of their own).
+    ``held_rows``: the held records beyond it wait in a file, and are merged one
+    batch at a time."""
     import functools
 
+    import classifier.flows
     import classifier.pipeline as pipeline
     from classifier.sources import open_capture
 
     monkeypatch.setattr(pipeline, "open_capture",
                         functools.partial(open_capture, max_packets=max_packets))
+    options = None
+    if held_rows is not None:
+        monkeypatch.setattr(classifier.flows, "HELD_ROWS", held_rows)
+        (tmp_path / "spill").mkdir()
+        options = pipeline.Options(spill_dir=str(tmp_path / "spill"))
     t0 = 1_700_000_000 * 10**9
     s = 10**9
     a, c, d, e = (_udp_frame(p) for p in (50000, 50002, 50003, 50004))
@@ -342,7 +353,88 @@ def test_held_records_of_their_own_and_after_a_gap_stay_records(
     assert whole["flows_summary"]["flows"] == 5
     cut = 24 + 10 * (16 + len(a))
     ranges = [(24, cut), (cut, path.stat().st_size)]
-    assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
+    assert analyze_split(str(path), RULES, COMPILED, ranges, options=options).to_dict() == whole
+    if options is not None:
+        assert list((tmp_path / "spill").iterdir()) == []  # read, then deleted
+
+
+def _flows(keys: list[int]) -> Flows:
+    n = len(keys)
+    stats = np.zeros((n, N_STATS), np.int64)
+    stats[:, 0] = keys
+    return Flows(np.array(keys, np.int64).repeat(6).reshape(n, 6), stats,
+                 np.ones((n, 4), np.int8), np.full((n, 4), 7, np.int64))
+
+
+def test_held_records_beyond_the_bound_wait_in_a_file_and_come_back_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the newest HELD_ROWS stay in memory; the rest, pickled with the table,
+    are read back (by another process: by name) in order and the file deleted."""
+    import pickle
+
+    import classifier.flows
+
+    monkeypatch.setattr(classifier.flows, "HELD_ROWS", 4)
+    held = HeldRecords(str(tmp_path))
+    for chunk in ([1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11], [12]):
+        held.append(_flows(chunk))
+        assert held.in_memory <= 4
+    assert len(held) == 12 and held.path is not None and sum(held.spilled) == 11
+    copy = pickle.loads(pickle.dumps(held))
+    batches = list(copy.batches([""]))
+    assert [int(k) for b in batches for k in b.keys[:, 0]] == list(range(1, 13))
+    assert all(len(b) <= 4 + 4 for b in batches)  # chunks gathered to about the bound
+    for b in batches:
+        np.testing.assert_array_equal(b.stats[:, 0], b.keys[:, 0])
+        assert (b.dscp_val == 1).all() and (b.dscp_cnt == 7).all()
+    assert list(tmp_path.iterdir()) == []
+    in_memory = HeldRecords(None)  # no directory: all stay in memory
+    for chunk in ([1, 2, 3], [4, 5, 6, 7, 8]):
+        in_memory.append(_flows(chunk))
+    assert in_memory.path is None and in_memory.in_memory == 8
+
+
+def test_two_jobs_spill_held_records_and_leave_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process pool gives its ranges a temporary directory for held records (the
+    bound lowered to one record here), and removes it. Forty flows on both sides of
+    the split end (idle) inside the later range: held, then joined."""
+    import tempfile
+
+    import classifier.flows
+
+    t0 = 1_700_000_000 * 10**9
+    recs = [(t0 + (k * 40 + i) * 10**6, _udp_frame(50000 + i), 62)
+            for k in range(10) for i in range(40)]
+    recs.append((t0 + 900 * 10**9, _udp_frame(40000), 62))  # the others are idle by now
+    path = tmp_path / "many.pcap"
+    path.write_bytes(w.pcap(recs))
+    (tmp_path / "tmp").mkdir()
+    # Batches of 16 packets: the table is swept for idle flows between them.
+    import functools
+
+    import classifier.pipeline as pipeline
+    from classifier.sources import open_capture
+
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=16))
+
+    monkeypatch.setattr(classifier.flows, "HELD_ROWS", 1)
+    monkeypatch.setattr(classifier.split, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    read_back: list[bool] = []
+    batches = HeldRecords.batches
+
+    def watched(self: HeldRecords, names: list[str]) -> object:
+        read_back.append(self.path is not None)
+        return batches(self, names)
+
+    monkeypatch.setattr(HeldRecords, "batches", watched)
+    whole = classifier.analyze(str(path)).to_dict()
+    assert whole["flows_summary"]["flows"] == 41
+    assert classifier.analyze(str(path), jobs=2).to_dict() == whole
+    assert any(read_back)  # some held records came back from a file
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -438,3 +530,34 @@ def test_only_ranges_after_the_first_keep_their_earliest_first_fragments(
     assert whole.fragments.first and parts[0].fragments.first and parts[1].fragments.first
     assert not whole.fragments.earliest and not parts[0].fragments.earliest
     assert parts[1].fragments.earliest
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_flow_joined_once_by_the_earlier_of_two_held_records(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spill: bool) -> None:
+    """Two held records of one flow (it was pushed out of the later range's full
+    table, then seen again), in one batch or (``spill``) two: the first continues the
+    flow of the range before and ends it; the second is a record of its own, as in
+    one piece."""
+    import classifier.flows
+    from classifier.flows import S_FIRST, S_LAST, S_PK_UP, FlowTable, join_held
+    from classifier.measures import Series
+
+    monkeypatch.setattr(classifier.flows, "HELD_ROWS", 1)
+    emitted: list[Flows] = []
+    first = FlowTable(other=0, n_categories=2, sink=emitted.append)
+    first.keys[0] = 7
+    first.stats[0, [S_FIRST, S_LAST, S_PK_UP]] = (100, 200, 5)
+    first.count = 1
+    first._reindex()
+    later = FlowTable(other=0, n_categories=2, hold_first=True,
+                      spill_dir=str(tmp_path) if spill else None)
+    for start, packets in ((300, 2), (400, 3)):
+        record = _flows([7])
+        record.stats[0, [S_FIRST, S_LAST, S_PK_UP]] = (start, start + 10, packets)
+        record.dscp_val[:] = 0
+        later.held_first.append(record)
+    join_held(first, later, Series(10**9, 2))
+    records = Flows.concat(emitted, [""])
+    assert sorted(records.stats[:, S_PK_UP].tolist()) == [3, 7]  # 5 + 2, then 3 alone
+    assert first.count == 0 and list(tmp_path.iterdir()) == []  # the file read, deleted
