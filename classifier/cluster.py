@@ -8,6 +8,7 @@ out, the command fails with one line: never a silently partial total.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ def analyze_cluster(
     from .split import merge_parts, plan_ranges
 
     opts = options if isinstance(options, Options) else Options()
+    # A range's held flow records cross to the client in its result: a file on the
+    # worker's machine would not.
+    opts = dataclasses.replace(opts, spill_dir=None)
     if opts.flow_sink is not None:
         raise ClusterError("--flows writes from one process: not with --scheduler")
     try:
