@@ -199,7 +199,7 @@ def _pooled(row: int, index: int, r: ByteRange | None, rules: RuleSet, options: 
 def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSet,
           options: Options) -> list[Piece]:
     """Planned task ``row`` (a capture, or a range of one), then whatever this process
-    can take over from the others; neighbouring pieces are merged here (in a worker)."""
+    can take over from the others; neighbouring pieces are merged here."""
     compiled_rules = compile_rules(rules)
     board.started()
     began = time.perf_counter()
@@ -212,13 +212,7 @@ def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSe
             return pieces
         file, br = taken
         pieces.append(_read(board, None, file, br, compiled_rules, options))
-        if os.getpid() != board.parent:
-            # One result less to send, merged while the others still read. (The
-            # merging process leaves its pieces apart: the end it took from a worker
-            # would take in the held flow records of its own range here, and the
-            # worker's range those that are left again in the merge; apart, the
-            # merge takes in the small part, then its own.)
-            pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
+        pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
 
 
 def _read(board: Board, row: int | None, index: int, r: ByteRange | None,
