@@ -698,6 +698,14 @@ def jobs_check(opts: argparse.Namespace) -> int:
         for cells in body:
             print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     print()
+    # The same round's two runs are minutes apart at most: their ratio is the
+    # speed-up least disturbed by the machine's drift.
+    for name, runs in (("command", times), ("in-process", steady)):
+        paired = [a / b for a, b in zip(runs[1], runs[2], strict=True)]
+        at_least = sum(r >= 1.7 for r in paired)
+        print(f"Speed-up round by round, {name}: median {statistics.median(paired):.2f}, "
+              f"{min(paired):.2f}-{max(paired):.2f}; at least 1.7 in {at_least} of "
+              f"{len(paired)} rounds.")
     print("Results of --jobs 1 and --jobs 2 (the whole JSON) are "
           + ("identical." if same else "DIFFERENT."))
     print("(Peak RSS is the largest single process: with --jobs 2 the workers' RSS add up.)")

@@ -38,8 +38,14 @@ _SETTLED_NS = 20_000_000
 #: How much sooner than the process that made the board (which merges the results)
 #: another should end: its result then crosses over while that one still reads.
 HANDOVER_SECONDS = 0.04
-_CLAIM, _STOP, _ACTIVE, _FILE, _FIRST, _T0, _PID = range(7)
-_WIDTH = 7
+#: A reader's pace is judged over its last 0.1-0.2 s: it slows down as its flow table
+#: fills, and a pace averaged from its start would leave it too much.
+_PACE_WINDOW_NS = 100_000_000
+# A row: the claim, the end, whether it is read, the file, the first byte, when it
+# began, the reader's pid; two recent (claim, time) marks, the pace is measured from
+# the older.
+_CLAIM, _STOP, _ACTIVE, _FILE, _FIRST, _T0, _PID, _MARK, _MARK_T, _PREV, _PREV_T = range(11)
+_WIDTH = 11
 _NEXT, _WAITING = 0, 1  # the next free row; planned tasks not started yet
 
 
@@ -85,7 +91,9 @@ class Board:
     def _open(self, row: int, file: int, start: int, stop: int) -> None:
         """Row ``row``: this process reads ``start``-``stop`` of ``files[file]`` from now
         (the lock held)."""
-        self._row(row)[:] = (start, stop, 1, file, start, time.monotonic_ns(), os.getpid())
+        now = time.monotonic_ns()
+        self._row(row)[:] = (start, stop, 1, file, start, now, os.getpid(), start, now, start,
+                             now)
 
     def take(self, pace: float = 0.0) -> tuple[int, ByteRange] | None:
         """(file, range with its claim) of the end of the remainder that would take
@@ -103,18 +111,21 @@ class Board:
                 if cells[_WAITING] > 0 or cells[_NEXT] >= self._rows:
                     return None
                 rows = cells[2: 2 + _WIDTH * int(cells[_NEXT])].reshape(-1, _WIDTH)
+                now = time.monotonic_ns()
                 left = rows[:, _STOP] - rows[:, _CLAIM]
                 done = rows[:, _CLAIM] - rows[:, _FIRST]
-                spent = time.monotonic_ns() - rows[:, _T0]
-                # Each reader's pace so far says how long its remainder would take it.
+                spent = now - rows[:, _T0]
+                # Each reader's recent pace says how long its remainder would take it.
+                recent = rows[:, _CLAIM] - rows[:, _PREV]
+                lately = now - rows[:, _PREV_T]
                 big = (rows[:, _ACTIVE] == 1) & (left >= self.min_bytes)
-                ok = big & (done > 0) & (spent >= _SETTLED_NS)
-                seconds = np.where(ok, left * (spent / 1e9) / np.maximum(done, 1), -1.0)
+                ok = big & (done > 0) & (recent > 0) & (spent >= _SETTLED_NS)
+                seconds = np.where(ok, left * (lately / 1e9) / np.maximum(recent, 1), -1.0)
                 victim = int(seconds.argmax())
                 if ok[victim] and seconds[victim] >= self.min_seconds:
                     claim, stop, file, pid = (int(rows[victim, c])
                                               for c in (_CLAIM, _STOP, _FILE, _PID))
-                    theirs = float(done[victim]) / max(float(spent[victim]) / 1e9, 1e-9)
+                    theirs = float(recent[victim]) / max(float(lately[victim]) / 1e9, 1e-9)
                     break
                 # A reader that has only just begun (the last task, started as this
                 # process ended its own) is judged once its pace can be: the wait
@@ -164,6 +175,10 @@ class Claim:
         with self.board._lock:
             row = self.board._row(self.row)
             row[_CLAIM] = max(int(row[_CLAIM]), min(upto, int(row[_STOP])))
+            now = time.monotonic_ns()
+            if now - row[_MARK_T] >= _PACE_WINDOW_NS:
+                row[_PREV], row[_PREV_T] = row[_MARK], row[_MARK_T]
+                row[_MARK], row[_MARK_T] = row[_CLAIM], now
             return int(row[_STOP])
 
     def end(self) -> int:

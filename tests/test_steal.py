@@ -213,6 +213,29 @@ def test_the_cut_lets_both_end_together_or_the_worker_first(
     assert 0 <= cut - (24 + mb + kept * 2 * mb) < 2048
 
 
+def test_the_cut_follows_the_readers_recent_pace(long_capture: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader slows down as its flow table fills: 1 MB in its first 0.1 s, then
+    0.1 MB in 0.2 s. Judged by that last pace (0.5 MB/s, not its average of 3.7), it
+    keeps a third of the 1.9 MB left to a process reading 1 MB/s."""
+    clock = [0]
+    monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
+    mb = 1 << 20
+    board = _board(long_capture)
+    board.parent = -7  # both workers
+    board.started()
+    claim = board.begin(0, 0, 24, 24 + 3 * mb)
+    clock[0] = 100_000_000
+    claim.claim(24 + mb)
+    clock[0] = 300_000_000
+    claim.claim(24 + mb + mb // 10)
+    taken = board.take(float(mb))
+    assert taken is not None
+    left = 3 * mb - (mb + mb // 10)
+    aimed = 24 + mb + mb // 10 + left / 3
+    assert 0 <= taken[1].start - aimed < 2048
+
+
 def test_a_much_faster_process_takes_almost_all(long_capture: Path, settled: None) -> None:
     size = long_capture.stat().st_size
     board = _board(long_capture)
