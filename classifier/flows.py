@@ -277,18 +277,19 @@ class Flows:
 
 class HeldRecords:
     """A byte range's held first records, in the order they ended: the newest up to
-    :data:`HELD_ROWS` in memory, the older ones appended to a file in ``directory``
-    (none: all in memory). On a busy link a range can end hundreds of thousands of
-    flows that began within the idle timeout of its start; only the merge reads
-    them, a batch at a time. Pickled, the file goes by name: the merging process
-    reads it, and deletes it once read."""
+    :data:`HELD_ROWS` in memory, the older ones appended to files in ``directory``
+    (none: all in memory), one per column, so that a batch of them reads back in one
+    piece. On a busy link a range can end hundreds of thousands of flows that began
+    within the idle timeout of its start; only the merge reads them, a batch at a
+    time. Pickled, the files go by name: the merging process reads them, and deletes
+    them once read."""
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory
-        self.chunks: list[Flows] = []  # in memory, after those in the file
+        self.chunks: list[Flows] = []  # in memory, after those in the files
         self.in_memory = 0
-        self.path: str | None = None
-        self.spilled: list[int] = []  # rows of each chunk in the file, in order
+        self.paths: list[str] = []  # a file per column (see _COLUMNS), once spilled
+        self.spilled: list[int] = []  # rows of each chunk in the files, in order
 
     def __len__(self) -> int:
         return self.in_memory + sum(self.spilled)
@@ -300,47 +301,50 @@ class HeldRecords:
             self._spill()
 
     def _spill(self) -> None:
-        if self.path is None:
-            fd, self.path = tempfile.mkstemp(prefix="held-", suffix=".bin",
-                                             dir=self.directory)
-            os.close(fd)
-        with open(self.path, "ab") as fh:
-            for chunk in self.chunks:
-                for col in (chunk.keys, chunk.stats, chunk.dscp_val, chunk.dscp_cnt):
-                    fh.write(np.ascontiguousarray(col).data)
-                self.spilled.append(len(chunk))
+        if not self.paths:
+            for name, _, _ in _COLUMNS:
+                fd, path = tempfile.mkstemp(prefix=f"held-{name}-", dir=self.directory)
+                os.close(fd)
+                self.paths.append(path)
+        for (name, _, _), path in zip(_COLUMNS, self.paths, strict=True):
+            with open(path, "ab") as fh:
+                for chunk in self.chunks:
+                    fh.write(np.ascontiguousarray(getattr(chunk, name)).data)
+        self.spilled += [len(chunk) for chunk in self.chunks]
         self.chunks, self.in_memory = [], 0
 
     def batches(self, names: list[str]) -> Iterator[Flows]:
-        """All the records in order, about HELD_ROWS at a time; the file is then
-        deleted."""
-        if self.path is not None:
-            widths = ((6, np.int64), (N_STATS, np.int64), (DSCP_SLOTS, np.int8),
-                      (DSCP_SLOTS, np.int64))
-            with open(self.path, "rb") as fh:
-                pending: list[Flows] = []
-                rows = 0
-                for n in self.spilled:
+        """All the records in order, about HELD_ROWS at a time (the caller's to
+        change); the files are then deleted."""
+        if self.paths:
+            sizes = [0]
+            for n in self.spilled:
+                if sizes[-1] >= HELD_ROWS:
+                    sizes.append(0)
+                sizes[-1] += n
+            with contextlib.ExitStack() as stack:
+                files = [stack.enter_context(open(p, "rb")) for p in self.paths]
+                for n in sizes:
                     k, st, dv, dc = (np.fromfile(fh, dtype, n * w).reshape(n, w)
-                                     for w, dtype in widths)
-                    pending.append(Flows(k, st, dv, dc, names))
-                    rows += n
-                    if rows >= HELD_ROWS:
-                        yield Flows.concat(pending, names)
-                        pending, rows = [], 0
-                if pending:
-                    yield Flows.concat(pending, names)
+                                     for fh, (_, w, dtype) in zip(files, _COLUMNS, strict=True))
+                    yield Flows(k, st, dv, dc, names)
             self.discard()
         if self.chunks:
-            yield Flows.concat(self.chunks, names)
+            chunks = self.chunks
+            yield chunks[0] if len(chunks) == 1 else Flows.concat(chunks, names)
         self.chunks, self.in_memory = [], 0
 
     def discard(self) -> None:
-        """Forget the records in the file (and delete it)."""
-        if self.path is not None:
+        """Forget the records in the files (and delete them)."""
+        for path in self.paths:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        self.path, self.spilled = None, []
+                os.unlink(path)
+        self.paths, self.spilled = [], []
+
+
+#: The columns of a Flows: name, width, type.
+_COLUMNS = (("keys", 6, np.int64), ("stats", N_STATS, np.int64),
+            ("dscp_val", DSCP_SLOTS, np.int8), ("dscp_cnt", DSCP_SLOTS, np.int64))
 
 
 @dataclass
@@ -764,8 +768,11 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
         # flows in table order, then the records of their own in held order.
         joined = np.zeros(first.count, bool)
         joined[idx[join]] = True
-        own = np.ones(n, bool)
-        own[join] = False
-        first._emit(Flows.concat([first.rows(joined), rows.take(own)], first.names))
+        first._emit(first.rows(joined))
+        if join.size:
+            own = np.ones(n, bool)
+            own[join] = False
+            rows = rows.take(own)
+        first._emit(rows)
         gone |= ended | joined
     first._drop(gone)

@@ -379,7 +379,7 @@ def test_held_records_beyond_the_bound_wait_in_a_file_and_come_back_in_order(
     for chunk in ([1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11], [12]):
         held.append(_flows(chunk))
         assert held.in_memory <= 4
-    assert len(held) == 12 and held.path is not None and sum(held.spilled) == 11
+    assert len(held) == 12 and len(held.paths) == 4 and sum(held.spilled) == 11
     copy = pickle.loads(pickle.dumps(held))
     batches = list(copy.batches([""]))
     assert [int(k) for b in batches for k in b.keys[:, 0]] == list(range(1, 13))
@@ -391,7 +391,7 @@ def test_held_records_beyond_the_bound_wait_in_a_file_and_come_back_in_order(
     in_memory = HeldRecords(None)  # no directory: all stay in memory
     for chunk in ([1, 2, 3], [4, 5, 6, 7, 8]):
         in_memory.append(_flows(chunk))
-    assert in_memory.path is None and in_memory.in_memory == 8
+    assert in_memory.paths == [] and in_memory.in_memory == 8
 
 
 def test_two_jobs_spill_held_records_and_leave_no_file(
@@ -426,7 +426,7 @@ def test_two_jobs_spill_held_records_and_leave_no_file(
     batches = HeldRecords.batches
 
     def watched(self: HeldRecords, names: list[str]) -> object:
-        read_back.append(self.path is not None)
+        read_back.append(bool(self.paths))
         return batches(self, names)
 
     monkeypatch.setattr(HeldRecords, "batches", watched)
