@@ -9,8 +9,8 @@ band (pickle protocol 5) and writes them into its slot of a shared mapping made
 before the fork; only the small rest goes through the pipe, and the receiving side
 copies the arrays out of the slot in one pass each, which frees the slot.
 
-A slot is written only while its last result has been taken (a flag in the slot),
-and only for results that fit it; any other result goes through the pipe as before.
+A slot is written only once its last result has been taken (a flag per slot), and
+only with results that fit it; any other result goes through the pipe as before.
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ class Outbox:
         total = sum(-r.nbytes % _ALIGN + r.nbytes for r in raws)
         if total < MIN_BYTES or total > self.slot_bytes:
             return value
-        base = slot * self.slot_bytes
-        at = base
+        at = slot * self.slot_bytes
         spans = []
         with memoryview(self._map) as view:
             for raw in raws:
