@@ -13,9 +13,11 @@ counted) and forgotten. Their packets and bytes stay in every total.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -258,8 +260,9 @@ class Flows:
         return int(self.keys.shape[0])
 
     def take(self, index: np.ndarray) -> Flows:
-        return Flows(self.keys[index], self.stats[index], self.dscp_val[index],
-                     self.dscp_cnt[index], self.names)
+        """The rows ``index`` (positions, or a mask), copied."""
+        return _rows_of((self.keys, self.stats, self.dscp_val, self.dscp_cnt), index,
+                        self.names)
 
     @staticmethod
     def concat(parts: Sequence[Flows], names: list[str]) -> Flows:
@@ -282,10 +285,16 @@ class HeldRecords:
     piece. On a busy link a range can end hundreds of thousands of flows that began
     within the idle timeout of its start; only the merge reads them, a batch at a
     time. Pickled, the files go by name: the merging process reads them, and deletes
-    them once read."""
+    them once read.
 
-    def __init__(self, directory: str | None = None) -> None:
+    With a ``summary``, the records are counted in it as they come, as records of
+    their own: few continue a flow of the range before, and the merge then takes back
+    only those (:func:`join_held`), instead of counting every record then."""
+
+    def __init__(self, directory: str | None = None,
+                 summary: FlowSummary | None = None) -> None:
         self.directory = directory
+        self.summary = summary
         self.chunks: list[Flows] = []  # in memory, after those in the files
         self.in_memory = 0
         self.paths: list[str] = []  # a file per column (see _COLUMNS), once spilled
@@ -295,6 +304,8 @@ class HeldRecords:
         return self.in_memory + sum(self.spilled)
 
     def append(self, rows: Flows) -> None:
+        if self.summary is not None:
+            self.summary.add(rows, evicted=True)
         self.chunks.append(rows)
         self.in_memory += len(rows)
         if self.directory is not None and self.in_memory > HELD_ROWS:
@@ -313,9 +324,9 @@ class HeldRecords:
         self.spilled += [len(chunk) for chunk in self.chunks]
         self.chunks, self.in_memory = [], 0
 
-    def batches(self, names: list[str]) -> Iterator[Flows]:
+    def batches(self, names: list[str], *, again: bool = False) -> Iterator[Flows]:
         """All the records in order, about HELD_ROWS at a time (the caller's to
-        change); the files are then deleted."""
+        change); the files are then deleted, unless they are to be read ``again``."""
         if self.paths:
             sizes = [0]
             for n in self.spilled:
@@ -328,11 +339,15 @@ class HeldRecords:
                     k, st, dv, dc = (np.fromfile(fh, dtype, n * w).reshape(n, w)
                                      for fh, (_, w, dtype) in zip(files, _COLUMNS, strict=True))
                     yield Flows(k, st, dv, dc, names)
-            self.discard()
+            if not again:
+                self.discard()
         if self.chunks:
             chunks = self.chunks
-            yield chunks[0] if len(chunks) == 1 else Flows.concat(chunks, names)
-        self.chunks, self.in_memory = [], 0
+            if len(chunks) > 1:
+                self.chunks = chunks = [Flows.concat(chunks, names)]
+            yield chunks[0]
+        if not again:
+            self.chunks, self.in_memory = [], 0
 
     def discard(self) -> None:
         """Forget the records in the files (and delete them)."""
@@ -366,6 +381,10 @@ class FlowTable:
     hold_first: bool = False
     #: Where held first records beyond HELD_ROWS go (None: they stay in memory).
     spill_dir: str | None = None
+    #: An empty summary: held first records are counted in one like it as they are
+    #: held (see :class:`HeldRecords`); None: they are counted when the merge ends
+    #: them, as when the sink must see every record.
+    account: FlowSummary | None = None
     held_first: HeldRecords = field(init=False)
     start_ts: int | None = None
     count: int = 0
@@ -379,7 +398,13 @@ class FlowTable:
     def __post_init__(self) -> None:
         # The whole bound at once: zeroed arrays take memory only as rows are used.
         self._allocate(self.max_flows)
-        self.held_first = HeldRecords(self.spill_dir)
+        self.held_first = self.new_held()
+
+    def new_held(self) -> HeldRecords:
+        """An empty store of held first records."""
+        summary = None if self.account is None else self.account.like(
+            keep=QOS_REPORTED + HELD_REPORTED)
+        return HeldRecords(self.spill_dir, summary)
 
     def __getstate__(self) -> dict[str, object]:
         # Only the rows in use travel between processes.
@@ -456,12 +481,17 @@ class FlowTable:
         if self.sink is not None and len(out):
             self.sink(out)
 
-    def release_held(self) -> None:
-        """Hand the held first records to the sink: no range before is left to join."""
-        held, self.held_first = self.held_first, HeldRecords(self.spill_dir)
+    def release_held(self) -> FlowSummary | None:
+        """End the held first records: no range before is left to join. They go to the
+        sink; or, counted as they were held, their summary is returned instead."""
+        held, self.held_first = self.held_first, self.new_held()
+        if held.summary is not None:
+            held.discard()
+            return held.summary
         for out in held.batches(self.names):
             out.stats[:, S_HOLD] = 0
             self._emit(out)
+        return None
 
     def make_room(self, now: int, *, keep: int | None = None) -> None:
         """Full: evict idle flows, then the least recently seen, down to ``keep``
@@ -489,24 +519,12 @@ class FlowTable:
     def _drop(self, gone: np.ndarray) -> None:
         """Remove the rows ``gone`` (a mask over the rows in use), keeping the order."""
         n = self.count
-        keep = ~gone
-        m = int(keep.sum())
-        self.keys[:m] = self.keys[:n][keep]
-        self.stats[:m] = self.stats[:n][keep]
-        self.dscp_val[:m] = self.dscp_val[:n][keep]
-        self.dscp_cnt[:m] = self.dscp_cnt[:n][keep]
+        keep = np.flatnonzero(~gone)
+        m = keep.size
+        for table in (self.keys, self.stats, self.dscp_val, self.dscp_cnt):
+            table[:m] = np.take(table[:n], keep, axis=0)
         self.count = m
         self.slots[:] = EMPTY
-        self._reindex()
-
-    def _resize(self, capacity: int, keep: np.ndarray) -> None:
-        n = self.count
-        old = (self.keys[:n][keep], self.stats[:n][keep], self.dscp_val[:n][keep],
-               self.dscp_cnt[:n][keep])
-        self._allocate(max(capacity, 16))
-        m = len(old[0])
-        self.keys[:m], self.stats[:m], self.dscp_val[:m], self.dscp_cnt[:m] = old
-        self.count = m
         self._reindex()
 
     def _reindex(self) -> None:
@@ -515,9 +533,21 @@ class FlowTable:
 
     def rows(self, select: np.ndarray | None = None) -> Flows:
         n = self.count
-        sel = slice(0, n) if select is None else select
-        return Flows(self.keys[:n][sel].copy(), self.stats[:n][sel].copy(),
-                     self.dscp_val[:n][sel].copy(), self.dscp_cnt[:n][sel].copy(), self.names)
+        tables = (self.keys[:n], self.stats[:n], self.dscp_val[:n], self.dscp_cnt[:n])
+        if select is None:
+            keys, stats, dscp_val, dscp_cnt = (t.copy() for t in tables)
+            return Flows(keys, stats, dscp_val, dscp_cnt, self.names)
+        return _rows_of(tables, select, self.names)
+
+
+def _rows_of(tables: Sequence[np.ndarray], index: np.ndarray,
+             names: list[str]) -> Flows:
+    """The rows ``index`` (positions, or a mask) of the four columns ``tables``, copied
+    (``np.take`` by positions: twice as fast as a mask on rows of several columns)."""
+    if index.dtype == np.bool_:
+        index = np.flatnonzero(index)
+    keys, stats, dscp_val, dscp_cnt = (np.take(t, index, axis=0) for t in tables)
+    return Flows(keys, stats, dscp_val, dscp_cnt, names)
 
 
 def _pow2(n: int) -> int:
@@ -574,7 +604,41 @@ def dscp_counts(flows: Flows, i: int) -> str:
 
 #: Flows listed by name in the QoS audit at most (the worst, by packets).
 QOS_REPORTED = 100
+#: Entries a summary of held records lists beyond QOS_REPORTED: taking back the
+#: records that continue a flow after all leaves the list exact while at most this
+#: many of its entries were theirs (see :meth:`FlowSummary.take_back`).
+HELD_REPORTED = 400
 VERDICTS = ("ok", "missing", "wrong")
+
+
+def _entry_key(entry: dict[str, object]) -> tuple[object, ...]:
+    # The list's order: most packets first, then the client end, the server end (as
+    # numbers, as _row_order has them), the protocol, then the text of the rest: a
+    # total order, which does not depend on the order records came in.
+    return (-int(str(entry["packets"])), *_end(str(entry["client"])),
+            *_end(str(entry["server"])), int(str(entry["protocol"])),
+            *(str(entry[k]) for k in ("category", "dscp", "verdict", "server_name")))
+
+
+@functools.lru_cache(maxsize=8192)
+def _end(text: str) -> tuple[int, int]:
+    """``address:port`` as (the address as 128 bits, IPv4 mapped; the port)."""
+    addr, port = text.rsplit(":", 1)
+    ip = ipaddress.ip_address(addr)
+    value = int(ip) | (0xFFFF << 32) if ip.version == 4 else int(ip)
+    return value, int(port)
+
+
+def _row_order(flows: Flows, rows: np.ndarray, packets: np.ndarray) -> np.ndarray:
+    """Columns of ``rows`` whose lexicographic order is _entry_key's up to the
+    protocol: packets (negated), client and server ends, protocol."""
+    k, st = flows.keys[rows], flows.stats[rows]
+    a = st[:, S_CLIENT_A] == 1
+    hi_a, lo_a, hi_b, lo_b = (k[:, c] ^ _SIGN for c in (K_A_HI, K_A_LO, K_B_HI, K_B_LO))
+    pa, pb = (k[:, K_PORTS] >> 16) & 0xFFFF, k[:, K_PORTS] & 0xFFFF
+    return np.stack([-packets, np.where(a, hi_a, hi_b), np.where(a, lo_a, lo_b),
+                     np.where(a, pa, pb), np.where(a, hi_b, hi_a), np.where(a, lo_b, lo_a),
+                     np.where(a, pb, pa), k[:, K_PROTO]], axis=1)
 
 
 @dataclass
@@ -587,10 +651,18 @@ class FlowSummary:
     verdicts: np.ndarray = field(init=False)  # [category, ok/missing/wrong]
     evicted: int = 0
     reported: list[dict[str, object]] = field(default_factory=list)
+    #: Entries ``reported`` keeps (the worst first).
+    keep: int = QOS_REPORTED
+    #: Whether entries were ever cut from ``reported`` (it then holds only the worst).
+    cut: bool = False
 
     def __post_init__(self) -> None:
         self.flows = np.zeros(len(self.categories), np.int64)
         self.verdicts = np.zeros((len(self.categories), 3), np.int64)
+
+    def like(self, *, keep: int = QOS_REPORTED) -> FlowSummary:
+        """An empty summary of the same categories."""
+        return FlowSummary(self.categories, self.expected_dscp, keep=keep)
 
     def add(self, flows: Flows, *, evicted: bool = False) -> None:
         if not len(flows):
@@ -621,7 +693,23 @@ class FlowSummary:
     def _report(self, flows: Flows, rows: np.ndarray, verdict: np.ndarray, name: str,
                 dscp: int) -> None:
         packets = flows.stats[rows, S_PK_UP] + flows.stats[rows, S_PK_DN]
-        order = np.argsort(-packets, kind="stable")[:QOS_REPORTED]
+        if len(self.reported) >= self.keep:
+            # A full list: only flows with as many packets as its last can enter it.
+            least = int(str(self.reported[-1]["packets"]))
+            worth = np.flatnonzero(packets >= least)
+            if worth.size < rows.size:
+                self.cut = True
+            rows, verdict, packets = rows[worth], verdict[worth], packets[worth]
+            if not rows.size:
+                return
+        key = _row_order(flows, rows, packets)
+        order = np.lexsort(key.T[::-1])
+        if order.size > self.keep:
+            # The first ``keep`` and any that tie with the last of them in these
+            # columns: the rest of the order is told by the list's sort.
+            self.cut = True
+            tie = (key[order[self.keep:]] == key[order[self.keep - 1]]).all(axis=1)
+            order = np.concatenate([order[: self.keep], order[self.keep:][tie]])
         sub = Flows(flows.keys[rows[order]], flows.stats[rows[order]],
                     flows.dscp_val[rows[order]], flows.dscp_cnt[rows[order]], flows.names)
         cols = flow_columns(sub, self.categories)
@@ -638,16 +726,42 @@ class FlowSummary:
         self._trim()
 
     def _trim(self) -> None:
-        self.reported.sort(key=lambda r: (-int(str(r["packets"])), str(r["client"]),
-                                          str(r["server"])))
-        del self.reported[QOS_REPORTED:]
+        self.reported.sort(key=_entry_key)
+        if len(self.reported) > self.keep:
+            self.cut = True
+            del self.reported[self.keep:]
+
+    def take_back(self, flows: Flows) -> bool:
+        """Take back ``flows``, records added before (as evicted ones): their counts
+        and their entries in ``reported``. False when the list cannot be told exactly
+        any more: it was cut, and fewer than QOS_REPORTED entries remain (the entries
+        that would replace theirs are not known); the summary is then spoilt."""
+        if not len(flows):
+            return True
+        theirs = self.like(keep=len(flows))  # a record lists one entry at most
+        theirs.add(flows, evicted=True)
+        self.flows -= theirs.flows
+        self.verdicts -= theirs.verdicts
+        self.evicted -= theirs.evicted
+        gone = Counter(_entry_key(e) for e in theirs.reported)
+        kept = []
+        for entry in self.reported:
+            key = _entry_key(entry)
+            if gone[key] > 0:
+                gone[key] -= 1
+            else:
+                kept.append(entry)
+        self.reported = kept
+        return not self.cut or len(kept) >= QOS_REPORTED
 
     def __add__(self, other: FlowSummary) -> FlowSummary:
-        out = FlowSummary(self.categories, self.expected_dscp)
+        out = FlowSummary(self.categories, self.expected_dscp,
+                          keep=min(self.keep, other.keep))
         out.flows = self.flows + other.flows
         out.verdicts = self.verdicts + other.verdicts
         out.evicted = self.evicted + other.evicted
         out.reported = self.reported + other.reported
+        out.cut = self.cut or other.cut
         out._trim()
         return out
 
@@ -709,45 +823,94 @@ def _fold(first: FlowTable, a: np.ndarray, stats: np.ndarray, dscp_val: np.ndarr
         first.stats[rows[~has], S_DSCP_OTHER] += c[~has]
 
 
-def merge_tables(first: FlowTable, later: FlowTable, series: Series) -> None:
-    """Fold ``later`` (the flows of the byte range after ``first``'s) into ``first``:
-    a flow seen on both sides of the split is one flow, its client end the one
-    ``first`` chose; an interval both counted it active in is counted once."""
+def absorb_table(first: FlowTable, later: FlowTable, series: Series) -> FlowSummary | None:
+    """Fold ``later`` (the flow table of the byte range after ``first``'s) into
+    ``first``: its held first records join the flows they continue
+    (:func:`join_held`, whose summary this returns), then its flows still in the table
+    join ``first``'s (:func:`merge_tables`). The rows of ``first`` that end meanwhile
+    leave its table in one move, with the new ones."""
+    gone = np.zeros(first.count, bool)
+    counted = join_held(first, later, series, gone)
+    merge_tables(first, later, series, gone)
+    return counted
+
+
+def merge_tables(first: FlowTable, later: FlowTable, series: Series,
+                 gone: np.ndarray | None = None) -> None:
+    """Fold ``later``'s flows (those of the byte range after ``first``'s) into
+    ``first``: a flow seen on both sides of the split is one flow, its client end the
+    one ``first`` chose; an interval both counted it active in is counted once. A flow
+    ``later`` continues only after more than the idle timeout ends in ``first``, as it
+    would read in one piece, and ``later``'s is a new one; so is one continuing a row
+    of ``first`` in ``gone`` (a mask of rows that have ended, removed here)."""
+    if gone is None:
+        gone = np.zeros(first.count, bool)
     n = later.count
-    if n == 0:
-        return
-    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, n)
-    hit = np.flatnonzero(idx >= 0)
-    _fold(first, idx[hit], later.stats, later.dscp_val, later.dscp_cnt, hit, series)
-    new = np.flatnonzero(idx < 0)
-    if new.size:
-        m = first.count + new.size
+    new = np.zeros(0, np.int64)
+    if n:
+        idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, n)
+        hit = np.flatnonzero(idx >= 0)
+        off = gone[idx[hit]]
+        idx[hit[off]] = -1
+        hit = hit[~off]
+        gap = later.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
+        if gap.any():
+            ended = np.zeros(first.count, bool)
+            ended[idx[hit[gap]]] = True
+            first._emit(first.rows(ended))
+            gone |= ended
+            idx[hit[gap]] = -1
+            hit = hit[~gap]
+        _fold(first, idx[hit], later.stats, later.dscp_val, later.dscp_cnt, hit, series)
+        new = np.flatnonzero(idx < 0)
+    if gone.any() or new.size:
+        # The rows still on, then the new ones, in one move and one new index.
+        on = np.flatnonzero(~gone)
+        m = on.size + new.size
+        tables = (first.keys, first.stats, first.dscp_val, first.dscp_cnt)
+        rows = [np.concatenate([np.take(t[: first.count], on, axis=0),
+                                np.take(u[:n], new, axis=0)])
+                for t, u in zip(tables, (later.keys, later.stats, later.dscp_val,
+                                         later.dscp_cnt), strict=True)]
         if m > first.keys.shape[0]:
-            first._resize(m, np.ones(first.count, bool))
-        end = first.count
-        first.keys[end:m] = later.keys[new]
-        first.stats[end:m] = later.stats[new]
-        first.dscp_val[end:m] = later.dscp_val[new]
-        first.dscp_cnt[end:m] = later.dscp_cnt[new]
+            first._allocate(m)
+        else:
+            first.slots[:] = EMPTY
+        first.keys[:m], first.stats[:m], first.dscp_val[:m], first.dscp_cnt[:m] = rows
         first.count = m
-        first.slots[:] = EMPTY
         first._reindex()
     first.evicted += later.evicted
 
 
-def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
+def join_held(first: FlowTable, later: FlowTable, series: Series,
+              gone: np.ndarray) -> FlowSummary | None:
     """Join ``later``'s held first records (flows that ended inside the later byte
     range, see :attr:`FlowTable.hold_first`) to the flows of ``first`` they continue,
     and end them there: read in one piece, those flows ended inside the later range.
-    Held records that continue nothing are records of their own."""
-    held, later.held_first = later.held_first, HeldRecords(later.spill_dir)
+    Held records that continue nothing are records of their own. The rows of
+    ``first`` that end are marked in ``gone`` (the caller's to remove). Returns the
+    summary of the records of their own, when they were counted as they were held
+    (the caller's to add), else None: they went to ``first``'s sink."""
+    held, later.held_first = later.held_first, later.new_held()
     if not len(held):
-        return
-    # Flows of ``first`` that have ended (joined, or idle too long): a later held
-    # record of the same flow is one of its own. Removed from the table at the end.
-    gone = np.zeros(first.count, bool)
-    for rows in held.batches(first.names):
-        rows.stats[:, S_HOLD] = 0
+        return held.summary
+    # Counted as they were held, the records of their own need nothing more: only
+    # those that join a flow are taken back from the summary. Not when ``first`` does
+    # not begin the capture (a range taken over, joined in the process that read it):
+    # records it holds in turn are counted in its own summary.
+    counted = held.summary is not None and not first.hold_first
+    # A record of its own that ``first`` would have held too stays held (all of them
+    # if ``first`` saw no flow, to be told by the merge with the range before).
+    hold_until = -(1 << 62)
+    if first.hold_first:
+        hold_until = (1 << 62 if first.start_ts is None
+                      else first.start_ts + first.idle_timeout_ns)
+    # ``gone``: flows of ``first`` that have ended (joined, or idle too long): a later
+    # held record of the same flow is one of its own.
+    joins: list[np.ndarray] = []
+    taken: list[Flows] = []
+    for rows in held.batches(first.names, again=counted):
+        rows.stats[:, S_HOLD] = rows.stats[:, S_FIRST] < hold_until
         n = len(rows)
         idx = find_flows.select(first.compiled)(first.keys, first.slots, rows.keys, n)
         hit = np.flatnonzero(idx >= 0)
@@ -763,16 +926,36 @@ def join_held(first: FlowTable, later: FlowTable, series: Series) -> None:
         if gap.any():
             first._emit(first.rows(ended))
         join = hit[~gap]
+        if counted:
+            joins.append(join)
+            taken.append(rows.take(join))
         _fold(first, idx[join], rows.stats, rows.dscp_val, rows.dscp_cnt, join, series)
         # Every held record has ended, and so has the flow it is now part of: those
         # flows in table order, then the records of their own in held order.
         joined = np.zeros(first.count, bool)
         joined[idx[join]] = True
         first._emit(first.rows(joined))
-        if join.size:
-            own = np.ones(n, bool)
-            own[join] = False
-            rows = rows.take(own)
-        first._emit(rows)
+        if not counted:
+            _emit_own(first, rows, join)
         gone |= ended | joined
-    first._drop(gone)
+    if not counted:
+        return None
+    assert held.summary is not None
+    if held.summary.take_back(Flows.concat(taken, first.names)):
+        held.discard()
+        return held.summary
+    # Too many of the worst flows listed were records that joined a flow: count the
+    # records of their own again, from the records.
+    for rows, join in zip(held.batches(first.names), joins, strict=True):
+        rows.stats[:, S_HOLD] = 0
+        _emit_own(first, rows, join)
+    return None
+
+
+def _emit_own(first: FlowTable, rows: Flows, join: np.ndarray) -> None:
+    """Hand ``rows`` but ``join`` (the held records that joined a flow) to ``first``."""
+    if join.size:
+        own = np.ones(len(rows), bool)
+        own[join] = False
+        rows = rows.take(own)
+    first._emit(rows)

@@ -18,7 +18,7 @@ from .decode import (
     decode_batch,
 )
 from .errors import CaptureError, NotACaptureError
-from .flows import S_LAST_BIN, Flows, FlowTable, join_held, merge_tables
+from .flows import S_LAST_BIN, Flows, FlowTable, absorb_table
 from .fragments import FragmentTable, Packets
 from .lookup import CompiledRules, compile_rules
 from .measures import (
@@ -122,6 +122,11 @@ class Aggregator:
                 other=compiled_rules.other, n_categories=self.k,
                 max_flows=options.max_flows, idle_timeout_ns=options.idle_timeout_ns,
                 sink=self._evicted, compiled=compiled, spill_dir=options.spill_dir,
+                # A digest or a sink must see each record: held ones go to them when
+                # the merge ends them.
+                account=(self.result.flows.like() if self.result.flows is not None
+                         and options.flow_digest is None and options.flow_sink is None
+                         else None),
             )
         if options.flow_digest is not None and self.flow_table is not None:
             self.result.digest = options.flow_digest(compiled_rules.categories)
@@ -273,11 +278,8 @@ class Aggregator:
                 self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.flow_table is not None and later.flow_table is not None:
             assert r.series is not None
-            from .split import end_idle_flows  # import cycle
-
-            join_held(self.flow_table, later.flow_table, r.series)
-            end_idle_flows(self.flow_table, later.flow_table)
-            merge_tables(self.flow_table, later.flow_table, r.series)
+            r.flows = add_optional(r.flows, absorb_table(self.flow_table, later.flow_table,
+                                                         r.series))
             if self.flow_table.count > self.flow_table.max_flows and self.last_ts is not None:
                 self.flow_table.make_room(self.last_ts)
 
@@ -449,12 +451,12 @@ def finish(part: Part) -> AnalysisResult:
     if orphans is not None:
         result.anomalies["fragment-without-first"] += len(orphans)
     if agg.flow_table is not None and result.flows is not None:
-        agg.flow_table.release_held()
+        result.flows = add_optional(result.flows, agg.flow_table.release_held())
         if agg.last_ts is not None:
             # Flows idle at the end are ended ones, however the capture was read (in
             # one piece the table is swept now and then, a byte range's not at all).
             agg.flow_table.expire(agg.last_ts)
-            agg.flow_table.release_held()
+            result.flows = add_optional(result.flows, agg.flow_table.release_held())
         rows = agg.flow_table.rows()
         result.flows.add(rows)
         if result.digest is not None and len(rows):

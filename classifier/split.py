@@ -216,23 +216,6 @@ def join_parts(path: str, ranges: Sequence[tuple[int, int]],
     return merged, report
 
 
-def end_idle_flows(first: Any, later: Any) -> None:
-    """End the flows of ``first`` (a flow table) that ``later`` (the next byte range's)
-    continues only after more than the idle timeout: read in one piece, that later
-    packet would have ended them and begun a new record, as it does here."""
-    from .flows import S_FIRST, S_LAST, find_flows
-
-    if first.count == 0 or later.count == 0:
-        return
-    idx = find_flows.select(first.compiled)(first.keys, first.slots, later.keys, later.count)
-    hit = np.flatnonzero(idx >= 0)
-    gap = later.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
-    if gap.any():
-        gone = np.zeros(first.count, bool)
-        gone[idx[hit[gap]]] = True
-        first._evict(gone)
-
-
 def warm_up() -> None:
     """Load the compiled record walk, decoder and fragment matching (from numba's cache
     when it has them)."""

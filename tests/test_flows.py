@@ -10,10 +10,29 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 import classifier
+import classifier.rules
+from classifier.flows import (
+    DSCP_SLOTS,
+    K_A_HI,
+    K_A_LO,
+    K_B_HI,
+    K_B_LO,
+    K_PORTS,
+    K_PROTO,
+    N_STATS,
+    S_CAT,
+    S_CLIENT_A,
+    S_PK_UP,
+    Flows,
+    FlowSummary,
+)
+from classifier.measures import EXPECTED_DSCP
 from classifier.pipeline import Options
 from tests import writers
 from tests.conftest import CORPUS
@@ -160,3 +179,118 @@ def test_flow_bytes_add_up_on_the_corpus() -> None:
         assert sum(d["bytes"] for c in dirs.values() for d in c.values()) == \
             doc["totals"]["bytes"], path.name
         assert np.isfinite(doc["rates"]["categories"]["other"]["upload"]["p95_bps"])
+
+
+# -- the QoS list: a total order, mergeable, records taken back ---------------------------
+
+
+@st.composite
+def _bad_records(draw: st.DrawFn) -> Flows:
+    """Records of audio, video and other flows, few distinct addresses and packet
+    counts (ties), IPv4 and IPv6 ends, DSCP marks right, missing or wrong."""
+    n = draw(st.integers(0, 30))
+    keys = np.zeros((n, 6), np.int64)
+    stats = np.zeros((n, N_STATS), np.int64)
+    dscp_val = np.zeros((n, DSCP_SLOTS), np.int8)
+    dscp_cnt = np.zeros((n, DSCP_SLOTS), np.int64)
+    v4 = 0xFFFF << 32
+    for i in range(n):
+        # 10.0.0.9 and 10.0.0.10, ports 9000 and 10000: their order as text is not
+        # their order as numbers.
+        ends = [draw(st.sampled_from([(0, v4 | 0x0A000009), (0, v4 | 0x0A00000A),
+                                      (-(1 << 63), 5), (0x20010DB8 << 32, 1)]))
+                for _ in range(2)]
+        (keys[i, K_A_HI], keys[i, K_A_LO]), (keys[i, K_B_HI], keys[i, K_B_LO]) = ends
+        keys[i, K_PORTS] = (draw(st.sampled_from([9000, 10000])) << 16) | 3478
+        keys[i, K_PROTO] = draw(st.sampled_from([6, 17]))
+        stats[i, S_CAT] = CATEGORIES.index(draw(st.sampled_from(
+            ["audio", "video", "desktop-sharing", "https"])))
+        stats[i, S_CLIENT_A] = draw(st.integers(0, 1))
+        stats[i, S_PK_UP] = draw(st.integers(1, 2))
+        for slot in range(draw(st.integers(1, 2))):
+            dscp_val[i, slot] = draw(st.sampled_from([1, 47, 35, 19]))  # DSCP + 1
+            dscp_cnt[i, slot] = draw(st.integers(1, 3))
+    return Flows(keys, stats, dscp_val, dscp_cnt, [""])
+
+
+CATEGORIES = classifier.rules.load_rules().categories
+
+
+def _summary(keep: int) -> FlowSummary:
+    return FlowSummary(CATEGORIES, EXPECTED_DSCP, keep=keep)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bad_records(), st.data(), st.integers(1, 4))
+def test_the_qos_list_does_not_depend_on_how_records_came(
+        records: Flows, data: st.DataObject, keep: int) -> None:
+    """The worst flows listed are the same whether the records came at once, in
+    batches, or in batches summed up in any order: the list's order is total."""
+    whole = _summary(keep)
+    whole.add(records, evicted=True)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=4)))
+    parts = [records.take(np.arange(a, b)) for a, b in
+             zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    one = _summary(keep)
+    for p in parts:
+        one.add(p, evicted=True)
+    sums = []
+    for p in data.draw(st.permutations(parts)):
+        s = _summary(keep)
+        s.add(p, evicted=True)
+        sums.append(s)
+    total = sums[0] if sums else _summary(keep)
+    for s in sums[1:]:
+        total = total + s
+    assert one.reported == whole.reported == total.reported
+    assert len(whole.reported) == min(keep, int(whole.verdicts[:, 1:].sum()))
+    assert (one.verdicts == whole.verdicts).all() and (total.verdicts == whole.verdicts).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(_bad_records(), st.data(), st.integers(0, 6))
+def test_records_taken_back_leave_the_summary_of_the_others(
+        records: Flows, data: st.DataObject, extra: int) -> None:
+    """A summary keeping ``QOS_REPORTED + extra`` entries, ``QOS_REPORTED`` lowered to
+    3: taking records back either leaves exactly the summary of the others, or says
+    it cannot (the list was cut, and fewer than 3 entries are left)."""
+    import classifier.flows
+
+    gone = np.array(data.draw(st.lists(st.booleans(), min_size=len(records),
+                                       max_size=len(records))), bool)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(classifier.flows, "QOS_REPORTED", 3)
+        held = _summary(3 + extra)
+        held.add(records, evicted=True)
+        cut = held.cut
+        exact = held.take_back(records.take(gone))
+        others = _summary(3)
+        others.add(records.take(~gone), evicted=True)
+    assert exact == (not cut or len(held.reported) >= 3)
+    if exact:
+        shown = held + _summary(3)  # as the merge adds it to a result
+        assert shown.reported == others.reported
+        assert (shown.flows == others.flows).all() and (shown.verdicts == others.verdicts).all()
+        assert shown.evicted == others.evicted
+
+
+def test_records_tied_with_the_last_listed_are_told_apart_by_the_rest() -> None:
+    """Two records of one flow with as many packets (pushed out of a full table, then
+    seen again), one without its DSCP marking, one marked wrong: a list of one keeps
+    the same of them whichever came first."""
+    keys = np.zeros((2, 6), np.int64)
+    keys[:, K_A_LO], keys[:, K_B_LO] = (0xFFFF << 32) | 0x0A000001, (0xFFFF << 32) | 0x34700001
+    keys[:, K_PORTS], keys[:, K_PROTO] = (50000 << 16) | 3478, 17
+    stats = np.zeros((2, N_STATS), np.int64)
+    stats[:, S_CAT], stats[:, S_CLIENT_A], stats[:, S_PK_UP] = CATEGORIES.index("audio"), 1, 4
+    dscp_val = np.zeros((2, DSCP_SLOTS), np.int8)
+    dscp_val[:, 0] = (1, 35)  # DSCP 0, DSCP 34
+    dscp_cnt = np.zeros((2, DSCP_SLOTS), np.int64)
+    dscp_cnt[:, 0] = 4
+    listed = []
+    for order in ([0, 1], [1, 0]):
+        s = _summary(1)
+        s.add(Flows(keys[order], stats[order], dscp_val[order], dscp_cnt[order], [""]))
+        listed.append(s.reported)
+    assert listed[0] == listed[1]
+    assert [e["dscp"] for e in listed[0]] == ["0:4"] and listed[0][0]["verdict"] == "missing"

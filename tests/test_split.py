@@ -261,10 +261,11 @@ def test_equal_captures_are_not_split(long_capture: Path, tmp_path: Path,
 # -- flows with an idle gap near a split ------------------------------------------------
 
 
-def _udp_frame(sport: int) -> bytes:
+def _udp_frame(sport: int, host: int = 1) -> bytes:
+    """A UDP packet from 10.0.0.0/16 ``host``, port ``sport``, to a Teams relay."""
     udp = struct.pack(">HHHH", sport, 3478, 28, 0) + b"\0" * 20
     ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([52, 112, 0, 1]))
+                     bytes([10, 0, host >> 8, host & 255]), bytes([52, 112, 0, 1]))
     return b"\0" * 12 + b"\x08\x00" + ip + udp
 
 
@@ -425,9 +426,9 @@ def test_two_jobs_spill_held_records_and_leave_no_file(
     read_back: list[bool] = []
     batches = HeldRecords.batches
 
-    def watched(self: HeldRecords, names: list[str]) -> object:
+    def watched(self: HeldRecords, names: list[str], *, again: bool = False) -> object:
         read_back.append(bool(self.paths))
-        return batches(self, names)
+        return batches(self, names, again=again)
 
     monkeypatch.setattr(HeldRecords, "batches", watched)
     whole = classifier.analyze(str(path)).to_dict()
@@ -557,7 +558,91 @@ def test_a_flow_joined_once_by_the_earlier_of_two_held_records(
         record.stats[0, [S_FIRST, S_LAST, S_PK_UP]] = (start, start + 10, packets)
         record.dscp_val[:] = 0
         later.held_first.append(record)
-    join_held(first, later, Series(10**9, 2))
+    gone = np.zeros(first.count, bool)
+    join_held(first, later, Series(10**9, 2), gone)
     records = Flows.concat(emitted, [""])
     assert sorted(records.stats[:, S_PK_UP].tolist()) == [3, 7]  # 5 + 2, then 3 alone
-    assert first.count == 0 and list(tmp_path.iterdir()) == []  # the file read, deleted
+    assert gone.tolist() == [True] and list(tmp_path.iterdir()) == []  # read, deleted
+
+
+@pytest.mark.parametrize("held_reported", [0, 400])
+def test_held_records_counted_as_held_are_taken_back_when_they_join(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, held_reported: int) -> None:
+    """Held records are counted as records of their own as they are held; the merge
+    takes back those that continue a flow. Here 5 audio calls without their DSCP
+    marking continue across the split, 150 more begin after it, all end (idle) inside
+    the later range: 155 flows to list, the worst 100 by packets. With the held
+    summary keeping 100 entries (``held_reported`` 0), taking back the 5 calls (the
+    worst) leaves 95 of them: the merge counts the records again, from the records.
+    With 400 more, the summary alone is exact."""
+    import functools
+
+    import classifier.flows
+    import classifier.pipeline as pipeline
+    from classifier.sources import open_capture
+
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=64))
+    monkeypatch.setattr(classifier.flows, "HELD_REPORTED", held_reported)
+    again: list[int] = []
+    emit_own = classifier.flows._emit_own
+
+    def watched(first: object, rows: Flows, join: np.ndarray) -> None:
+        again.append(len(rows) - len(join))
+        emit_own(first, rows, join)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(classifier.flows, "_emit_own", watched)
+    t0 = 1_700_000_000 * 10**9
+    recs = [(t0 + i * 10**7, _udp_frame(50000 + c), 62) for i in range(3) for c in range(5)]
+    cut = 24 + len(recs) * (16 + 62)
+    recs += [(t0 + 10**9 + i * 10**7, _udp_frame(50000 + c), 62)
+             for i in range(40) for c in range(5)]
+    recs += [(t0 + 2 * 10**9 + i * 10**6, _udp_frame(50000, 2 + f), 62)
+             for f in range(150) for i in range(1 + f % 7)]
+    recs.append((t0 + 900 * 10**9, _udp_frame(40000), 62))  # the others are idle by now
+    path = tmp_path / "calls.pcap"
+    path.write_bytes(w.pcap(sorted(recs, key=lambda r: r[0])))
+    whole = classifier.analyze(str(path)).to_dict()
+    assert whole["flows_summary"]["flows"] == 156
+    assert len(whole["qos"]["reported"]) == 100
+    assert [r["packets"] for r in whole["qos"]["reported"][:5]] == [43] * 5
+    ranges = [(24, cut), (cut, path.stat().st_size)]
+    assert analyze_split(str(path), RULES, COMPILED, ranges).to_dict() == whole
+    assert (sum(again) == 150) == (held_reported == 0)
+
+
+def test_a_range_taken_over_and_joined_in_its_process_keeps_holding_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three ranges; the process that read the third takes over the second and joins
+    them before the merge (as after a take-over). A flow of the first range, silent
+    in the second, ends inside the third: its record there must stay held through
+    that join, for the merge to join it to the first range's."""
+    import functools
+
+    import classifier.pipeline as pipeline
+    from classifier.pipeline import Options, finish
+    from classifier.sources import open_capture
+    from classifier.split import _scan_range, join_parts, trim_for_merge
+
+    monkeypatch.setattr(pipeline, "open_capture",
+                        functools.partial(open_capture, max_packets=1))
+    t0 = 1_700_000_000 * 10**9
+    x, y, z = (_udp_frame(p) for p in (50000, 50001, 50002))
+    recs = [(t0 + i * 10**7, x, len(x)) for i in range(10)]
+    recs += [(t0 + 10 * 10**9 + i * 10**7, y, len(y)) for i in range(3)]  # X silent
+    recs += [(t0 + 20 * 10**9 + i * 10**7, x, len(x)) for i in range(10)]  # X again
+    recs += [(t0 + 400 * 10**9 + i * 10**7, z, len(z)) for i in range(3)]  # X idle now
+    path = tmp_path / "three.pcap"
+    path.write_bytes(w.pcap(recs))
+    whole = classifier.analyze(str(path)).to_dict()
+    assert whole["flows_summary"]["flows"] == 3
+    rec = 16 + len(x)
+    a, b, c = ((24, 24 + 10 * rec), (24 + 10 * rec, 24 + 13 * rec),
+               (24 + 13 * rec, path.stat().st_size))
+    pa, pb, pc = (_scan_range(str(path), RULES, r, Options()) for r in (a, b, c))
+    bc = join_parts(str(path), [b, c], [pb, pc], COMPILED, Options())
+    assert bc is not None
+    trim_for_merge(bc[0])
+    joined = join_parts(str(path), [a, (b[0], c[1])], [pa, bc], COMPILED, Options())
+    assert joined is not None
+    assert finish(joined[0]).to_dict() == whole
