@@ -707,10 +707,24 @@ def jobs_check(opts: argparse.Namespace) -> int:
               f"{min(paired):.2f}-{max(paired):.2f}; at least 1.7 in {at_least} of "
               f"{len(paired)} rounds.")
     print("Results of --jobs 1 and --jobs 2 (the whole JSON) are "
-          + ("identical." if same else "DIFFERENT."))
+          + ("identical." if same else f"DIFFERENT: {_difference(outputs[1], outputs[2])}."))
     print("(Peak RSS is the largest single process: with --jobs 2 the workers' RSS add up.)")
     print(cache.note())
     return 0 if same else 1
+
+
+def _difference(one: dict[str, Any], two: dict[str, Any]) -> str:
+    """Which parts of two results differ, and why when it is the flow table's bound."""
+    from classifier.pipeline import Options
+
+    parts = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+    flows = int(one.get("flows_summary", {}).get("flows", 0))
+    bound = Options().max_flows
+    if set(parts) <= {"flows_summary", "qos"} and flows > bound:
+        return (f"in {', '.join(parts)} only ({flows:,} flows outnumber the flow table's "
+                f"bound, --max-flows {bound:,}: which flows are flushed early depends on "
+                "the table's contents)")
+    return "in " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
