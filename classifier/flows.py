@@ -836,15 +836,13 @@ def absorb_table(first: FlowTable, later: FlowTable, series: Series) -> FlowSumm
 
 
 def merge_tables(first: FlowTable, later: FlowTable, series: Series,
-                 gone: np.ndarray | None = None) -> None:
+                 gone: np.ndarray) -> None:
     """Fold ``later``'s flows (those of the byte range after ``first``'s) into
     ``first``: a flow seen on both sides of the split is one flow, its client end the
     one ``first`` chose; an interval both counted it active in is counted once. A flow
     ``later`` continues only after more than the idle timeout ends in ``first``, as it
     would read in one piece, and ``later``'s is a new one; so is one continuing a row
     of ``first`` in ``gone`` (a mask of rows that have ended, removed here)."""
-    if gone is None:
-        gone = np.zeros(first.count, bool)
     n = later.count
     new = np.zeros(0, np.int64)
     if n:
