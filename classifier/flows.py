@@ -917,7 +917,7 @@ def join_held(first: FlowTable, later: FlowTable, series: Series,
         # earlier continues the flow before, the other is one of its own.
         hit = hit[np.sort(np.unique(idx[hit], return_index=True)[1])]
         # A flow the held record continues only after more than the idle timeout had
-        # ended before it (as end_idle_flows has it): the record is one of its own.
+        # ended before it (as merge_tables has it): the record is one of its own.
         gap = rows.stats[hit, S_FIRST] - first.stats[idx[hit], S_LAST] > first.idle_timeout_ns
         ended = np.zeros(first.count, bool)
         ended[idx[hit[gap]]] = True
