@@ -710,8 +710,7 @@ class FlowSummary:
             self.cut = True
             tie = (key[order[self.keep:]] == key[order[self.keep - 1]]).all(axis=1)
             order = np.concatenate([order[: self.keep], order[self.keep:][tie]])
-        sub = Flows(flows.keys[rows[order]], flows.stats[rows[order]],
-                    flows.dscp_val[rows[order]], flows.dscp_cnt[rows[order]], flows.names)
+        sub = flows.take(rows[order])
         cols = flow_columns(sub, self.categories)
         for i in range(len(sub)):
             self.reported.append({
