@@ -716,6 +716,8 @@ def jobs_check(opts: argparse.Namespace) -> int:
 
 def _difference(one: dict[str, Any], two: dict[str, Any]) -> str:
     """Which parts of two results differ, and why when it is the flow table's bound."""
+    # The tree measured, whether installed or not (as the commands run it).
+    sys.path.insert(0, str(ROOT))
     from classifier.pipeline import Options
 
     parts = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,20 @@ def test_directories_and_globs_expand(pcaps_dir: Path, tmp_path: Path) -> None:
                              str(tmp_path / "caps" / "**" / "*.pcap")).stdout)
     assert len(by_dir["captures"]) == 2
     assert by_dir["totals"] == by_glob["totals"]
+
+
+@pytest.mark.parametrize(("code", "status", "said"), [(0, 0, ""), (None, 0, ""), (2, 2, ""),
+                                                    ("bad", 1, "bad\n")])
+def test_leaving_flushes_what_was_written(code: object, status: int, said: str) -> None:
+    # The command leaves without the interpreter's teardown, which would flush
+    # buffered output: what was written must be flushed first, well past what a pipe
+    # holds. (PYTHONUNBUFFERED would write as it goes.)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    script = ("import sys; from classifier.cli import _leave; "
+              f"sys.stdout.write('x' * 300_000); print('end'); _leave({code!r})")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (status, "x" * 300_000 + "end\n", said)
 
 
 def test_stdin_pipe(pcaps_dir: Path) -> None:
