@@ -407,10 +407,11 @@ class FlowTable:
         return HeldRecords(self.spill_dir, summary)
 
     def __getstate__(self) -> dict[str, object]:
-        # Only the rows in use travel between processes.
+        # Only the rows in use travel between processes (a view of them pickles as
+        # just its own bytes).
         state = dict(self.__dict__)
         for name in ("keys", "stats", "dscp_val", "dscp_cnt"):
-            state[name] = state[name][: self.count].copy()
+            state[name] = state[name][: self.count]
         state["capacity"] = self.keys.shape[0]
         del state["slots"]
         return state

@@ -17,7 +17,7 @@ counted exactly once, whatever the batch size or the split of the capture.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from itertools import islice
+from itertools import chain, islice
 
 import numpy as np
 
@@ -93,13 +93,48 @@ class FragmentTable:
     def __init__(self, other: int, size: int = FRAGMENT_TABLE_SIZE) -> None:
         self.other = other
         self.size = size
-        self.first: dict[Key, Info] = {}  # the latest first fragment per datagram
-        self.earliest: dict[Key, Info] = {}  # the earliest one (to merge byte ranges)
+        # The latest first fragment per datagram, and the earliest one (to merge byte
+        # ranges): dicts, or after crossing between processes packed (see _Packed)
+        # until they are needed whole.
+        self._first: Remembered = {}
+        self._earliest: Remembered = {}
         #: Whether to keep ``earliest``: only a byte range that a range before it will
         #: take in needs it (not the first range, nor a whole capture).
         self.keep_earliest = True
         self.pending: dict[Key, list[Ref]] = {}
         self.dropped: list[Ref] = []  # held back, then pushed out by newer ones
+
+    @property
+    def first(self) -> dict[Key, Info]:
+        """The latest first fragment per datagram (the newest last), at most ``size``."""
+        if not isinstance(self._first, dict):
+            self._first = self._first.to_dict()
+        return self._first
+
+    @first.setter
+    def first(self, value: dict[Key, Info]) -> None:
+        self._first = value
+
+    @property
+    def earliest(self) -> dict[Key, Info]:
+        """The earliest first fragment per datagram, at most ``size``."""
+        if not isinstance(self._earliest, dict):
+            self._earliest = self._earliest.to_dict()
+        return self._earliest
+
+    @earliest.setter
+    def earliest(self, value: dict[Key, Info]) -> None:
+        self._earliest = value
+
+    def __getstate__(self) -> dict[str, object]:
+        # Tens of thousands of remembered datagrams: as arrays they cross between
+        # processes in a few milliseconds, where as dicts of tuples they took 20 ms to
+        # pickle and 30 ms to unpickle; the merge that takes them in looks up only
+        # the few its later range still waits for.
+        state = dict(self.__dict__)
+        state["_first"] = _pack(self._first)
+        state["_earliest"] = _pack(self._earliest)
+        return state
 
     def settle(self, p: Packets, *, compiled: bool = False) -> tuple[Packets, Packets | None]:
         """Settle the fragments of a batch: returns the packets to count now (later
@@ -168,10 +203,13 @@ class FragmentTable:
         held-back packets that now find their datagram (ours in ``later``'s first
         fragments, ``later``'s in ours)."""
         released: list[tuple[Ref, Info]] = []
-        for key in [k for k in self.pending if k in later.earliest]:
-            released += [(ref, later.earliest[key]) for ref in self.pending.pop(key)]
+        if self.pending:
+            found = _lookup(later._earliest, list(self.pending))
+            for key in [k for k in self.pending if k in found]:
+                released += [(ref, found[key]) for ref in self.pending.pop(key)]
+        found = _lookup(self._first, list(later.pending)) if later.pending else {}
         for key, refs in later.pending.items():
-            info = self.first.get(key)
+            info = found.get(key)
             if info is not None:
                 released += [(ref, info) for ref in refs]
             else:
@@ -179,16 +217,14 @@ class FragmentTable:
                     self._hold(key, ref)
         if self.keep_earliest:
             _add_missing(self.earliest, later.earliest, self.size)
-        # later's first fragments are the latest: each moves to the end (the newest) and
-        # the oldest beyond the bound go, as process() does one by one; here in bulk.
-        first = self.first
-        for key in later.first.keys() & first.keys():
-            del first[key]
-        first.update(later.first)
-        for key in list(islice(first, max(0, len(first) - self.size))):
-            del first[key]
-        if self.keep_earliest:
             _add_missing(self.earliest, later.first, self.size)
+        # later's first fragments are the latest: each moves to the end (the newest) and
+        # the oldest beyond the bound go, as settle() does one by one; here in bulk, or
+        # once they are needed (the last merge of a capture's ranges needs them not).
+        if isinstance(self._first, dict) and isinstance(later._first, dict):
+            _append_newest(self._first, later._first, self.size)
+        else:
+            self._first = _Chain([self._first, later._first], self.size)
         self.dropped.extend(later.dropped)
         return _release(released)
 
@@ -198,6 +234,115 @@ class FragmentTable:
         self.pending.clear()
         self.dropped = []
         return _gather(rest) if rest else None
+
+
+class _Packed:
+    """Remembered first fragments as arrays, in the dict's order: keys (one row each)
+    and their infos. Looked up without being unpacked (see :func:`_lookup`)."""
+
+    def __init__(self, keys: np.ndarray, infos: np.ndarray) -> None:
+        self.keys = keys
+        self.infos = infos
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.keys, self.infos
+
+    def __setstate__(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        self.keys, self.infos = state
+        self._sorted = None
+
+    def to_dict(self) -> dict[Key, Info]:
+        return dict(zip(map(tuple, self.keys.tolist()), map(tuple, self.infos.tolist()),
+                        strict=True))
+
+    def get(self, wanted: list[Key]) -> dict[Key, Info]:
+        """The entries of the keys ``wanted`` that are here."""
+        width = self.keys.shape[1]
+        sure = [k for k in wanted if len(k) == width]
+        if not sure:
+            return {}
+        if self._sorted is None:
+            digest = _digest(self.keys)
+            order = np.argsort(digest, kind="stable")
+            self._sorted = digest[order], order
+        digests, order = self._sorted
+        ask = np.array(sure, np.uint64).reshape(-1, width)
+        want = _digest(ask)
+        found: dict[Key, Info] = {}
+        for key, row, d, i in zip(sure, ask, want.tolist(),
+                                  np.searchsorted(digests, want).tolist(), strict=True):
+            # Keys with equal digests are adjacent: this one among them, if anywhere.
+            while i < digests.size and int(digests[i]) == d:
+                j = order[i]
+                if (self.keys[j] == row).all():
+                    a, b, c, e = self.infos[j].tolist()
+                    found[key] = (a, b, c, e)
+                    break
+                i += 1
+        return found
+
+
+class _Chain:
+    """Remembered first fragments of neighbouring byte ranges, oldest first, merged
+    (as :func:`_append_newest` does) only once needed whole."""
+
+    def __init__(self, parts: list[Remembered], size: int) -> None:
+        self.parts: list[dict[Key, Info] | _Packed] = []
+        for part in parts:
+            self.parts += part.parts if isinstance(part, _Chain) else [part]
+        self.size = size
+
+    def to_dict(self) -> dict[Key, Info]:
+        first, *later = self.parts
+        merged = first.to_dict() if isinstance(first, _Packed) else dict(first)
+        for part in later:
+            _append_newest(merged, part.to_dict() if isinstance(part, _Packed) else part,
+                           self.size)
+        return merged
+
+
+Remembered = dict[Key, Info] | _Packed | _Chain
+
+
+def _pack(entries: Remembered) -> Remembered:
+    """``entries`` packed as arrays, to cross between processes (as they are when all
+    keys do not have one length, which datagram keys do)."""
+    if not isinstance(entries, dict) or not entries:
+        return entries
+    width = len(next(iter(entries)))
+    n = len(entries)
+    if set(map(len, entries)) != {width}:
+        return entries
+    keys = np.fromiter(chain.from_iterable(entries), np.uint64, count=width * n)
+    infos = np.fromiter(chain.from_iterable(entries.values()), np.int64, count=4 * n)
+    return _Packed(keys.reshape(n, width), infos.reshape(n, 4))
+
+
+def _lookup(entries: Remembered, wanted: list[Key]) -> dict[Key, Info]:
+    """The entries of the keys ``wanted`` in ``entries``, unpacking nothing."""
+    if isinstance(entries, _Packed):
+        return entries.get(wanted)
+    table = entries.to_dict() if isinstance(entries, _Chain) else entries
+    return {k: table[k] for k in wanted if k in table}
+
+
+def _digest(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit digest of each row of ``keys``."""
+    out = np.zeros(keys.shape[0], np.uint64)
+    for c in range(keys.shape[1]):
+        out = (out ^ keys[:, c]) * _MIX[c % _MIX.size]
+    return out
+
+
+def _append_newest(first: dict[Key, Info], later: dict[Key, Info], size: int) -> None:
+    """``later``'s entries moved to the end of ``first`` (the newest), the oldest beyond
+    ``size`` gone: as remembering them one by one does."""
+    for key in later.keys() & first.keys():
+        del first[key]
+    first.update(later)
+    for key in list(islice(first, max(0, len(first) - size))):
+        del first[key]
 
 
 def _add_missing(into: dict[Key, Info], source: dict[Key, Info], size: int) -> None:

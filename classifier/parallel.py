@@ -37,7 +37,7 @@ __all__ = ["analyze_parallel", "plan_tasks"]
 TASKS_PER_JOB = 2
 #: A capture split in as many ranges as jobs: the share of it that the last range (the
 #: one this process reads) has beyond an even share. The others' results have to
-#: cross over and be taken in (0.04-0.05 s on the 8M-packet mix, see
+#: cross over and be taken in (0.05-0.08 s on the 16M-packet mix, see
 #: :mod:`classifier.outbox`): they had better end first, their results taken in
 #: while this process still reads.
 HANDOVER_SHARE = 0.015
@@ -199,7 +199,8 @@ def _pooled(row: int, index: int, r: ByteRange | None, rules: RuleSet, options: 
 def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSet,
           options: Options) -> list[Piece]:
     """Planned task ``row`` (a capture, or a range of one), then whatever this process
-    can take over from the others; neighbouring pieces are merged here."""
+    can take over from the others; a worker joins neighbouring pieces before sending
+    them."""
     compiled_rules = compile_rules(rules)
     board.started()
     began = time.perf_counter()
@@ -212,7 +213,10 @@ def _task(board: Board, row: int, index: int, r: ByteRange | None, rules: RuleSe
             return pieces
         file, br = taken
         pieces.append(_read(board, None, file, br, compiled_rules, options))
-        pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
+        if os.getpid() != board.parent:
+            # Fewer pieces to send. (The board's maker merges all pieces in file
+            # order right after: joining them first would merge its own range twice.)
+            pieces = _join_neighbours(board.files, pieces, compiled_rules, options)
 
 
 def _read(board: Board, row: int | None, index: int, r: ByteRange | None,

@@ -37,7 +37,7 @@ MAX_STEALS = 64
 _SETTLED_NS = 20_000_000
 #: How much sooner than the process that made the board (which merges the results)
 #: another should end: its result then crosses over while that one still reads.
-HANDOVER_SECONDS = 0.04
+HANDOVER_SECONDS = 0.07
 #: A reader's pace is judged over its last 0.1-0.2 s: it slows down as its flow table
 #: fills, and a pace averaged from its start would leave it too much.
 _PACE_WINDOW_NS = 100_000_000
@@ -137,11 +137,14 @@ class Board:
             time.sleep(max(wait, 1e6) / 1e9)
         mine = pace if pace >= 1 else theirs
         # The reader keeps x bytes, this process reads the rest, and they should end
-        # together. But a worker that takes from the board's maker (which merges)
-        # should end HANDOVER_SECONDS sooner, its result crossing over meanwhile. (The
-        # maker taking from a worker ends later by as much: it merges the part it
-        # took with its own, while the worker's result crosses over.)
-        lead = HANDOVER_SECONDS if pid == self.parent != os.getpid() else 0.0
+        # together. But a worker should end HANDOVER_SECONDS before the board's maker
+        # (which merges), its result crossing over meanwhile: whichever of the two
+        # takes from the other.
+        lead = 0.0
+        if pid == self.parent != os.getpid():
+            lead = HANDOVER_SECONDS
+        elif pid != self.parent == os.getpid():
+            lead = -HANDOVER_SECONDS
         left = stop - claim
         keep = (left / mine + lead) / (1 / theirs + 1 / mine)
         path = self.files[file]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from classifier.fragments import _match_within_columns, match_within
@@ -134,3 +134,37 @@ def test_fragments_without_a_match_are_left_as_they_were() -> None:
     assert cols["cat"].tolist() == [1, 3, 2, 2, 5]
     assert cols["sport"].tolist() == [0, 50000, 443, 443, 0]
     assert cols["side"].tolist() == [-1, 1, 0, 0, -1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(st.tuples(base_key, st.tuples(*[st.integers(-1, 70_000)] * 4)),
+                        max_size=40),
+       wanted=st.lists(base_key, max_size=20), weak=st.booleans())
+@example(entries=[], wanted=[(4, 0, 0, 0, 0, 6, 0)], weak=False)
+def test_packed_entries_are_looked_up_as_the_dict(
+        entries: list[tuple[tuple[int, ...], tuple[int, int, int, int]]],
+        wanted: list[tuple[int, ...]], weak: bool) -> None:
+    """Remembered first fragments packed to cross between processes answer lookups as
+    the dict does, also when many keys share a digest (``weak``), and unpack to it."""
+    from classifier import fragments
+
+    table = dict(entries)
+    asked = wanted + [k for k, _ in entries[::3]]
+    packed = fragments._pack(table)
+    if not table:  # nothing to pack
+        assert packed is table
+        assert fragments._lookup(packed, asked) == {}
+        return
+    assert isinstance(packed, fragments._Packed)
+    if weak:  # two digests in all: every lookup walks keys that only share one
+        packed._sorted = None
+        digest = fragments._digest
+        fragments._digest = lambda keys: (keys[:, 6] % np.uint64(2)).astype(np.uint64)
+        try:
+            found = fragments._lookup(packed, asked)
+        finally:
+            fragments._digest = digest
+    else:
+        found = fragments._lookup(packed, asked)
+    assert found == {k: table[k] for k in asked if k in table}
+    assert list(packed.to_dict().items()) == list(table.items())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import struct
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -469,10 +471,11 @@ def _entries(keys: list[int]) -> dict[tuple[int, ...], tuple[int, int, int, int]
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 6), *(st.lists(st.integers(0, 9), max_size=8, unique=True)
-                            for _ in range(4)))
+                            for _ in range(4)), st.booleans(), st.booleans())
 def test_fragment_tables_merge_as_one_by_one(size: int, first: list[int],
                                              earliest: list[int], later_first: list[int],
-                                             later_earliest: list[int]) -> None:
+                                             later_earliest: list[int], cross_ours: bool,
+                                             cross_later: bool) -> None:
     """Merging the remembered first fragments in bulk keeps what remembering them one by
     one, in order, keeps: the newest ``size`` of them, in the same order, and the
     earliest ones while there is room."""
@@ -492,9 +495,21 @@ def test_fragment_tables_merge_as_one_by_one(size: int, first: list[int],
             del want_first[next(iter(want_first))]
         if key not in want_earliest and len(want_earliest) < size:
             want_earliest[key] = info
+    # The same, with either table having crossed between processes (packed), and then
+    # a third range taken in (the merged entries unpacked only then).
+    third = _entries(later_earliest[:size])
+    crossed = [pickle.loads(pickle.dumps(t)) if c else deepcopy(t)
+               for t, c in ((ours, cross_ours), (later, cross_later))]
     assert ours.merge(later) is None
     assert list(ours.first.items()) == list(want_first.items())
     assert list(ours.earliest.items()) == list(want_earliest.items())
+    assert crossed[0].merge(crossed[1]) is None
+    last = FragmentTable(0, size)
+    last.first = third
+    assert crossed[0].merge(last) is None
+    ours.merge(last)
+    assert list(crossed[0].first.items()) == list(ours.first.items())
+    assert list(crossed[0].earliest.items()) == list(ours.earliest.items())
 
 
 def test_dscp_values_beyond_a_flows_slots_merge_as_in_one_piece(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ reader stops at the moved end, and the two parts merge into the one-piece result
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -180,18 +181,18 @@ def test_a_reader_that_has_just_begun_is_waited_for(long_capture: Path,
 
 @pytest.mark.parametrize(("thief", "reader", "kept"), [
     ("worker", "worker", 0.5),  # the same pace: half each
-    ("maker", "worker", 0.5),  # the reader's result crosses, the maker merges its part
-    # this one's result must cross: it ends HANDOVER_SECONDS sooner (1 MB a second,
-    # 2 MB left: half of that time's bytes more than half)
+    # The worker's result must cross: it ends HANDOVER_SECONDS sooner (1 MB a second,
+    # 2 MB left: half of that time's bytes less than half for it, whichever takes).
+    ("maker", "worker", 0.5 - classifier.steal.HANDOVER_SECONDS / 4),
     ("worker", "maker", 0.5 + classifier.steal.HANDOVER_SECONDS / 4),
 ])
 def test_the_cut_lets_both_end_together_or_the_worker_first(
         long_capture: Path, monkeypatch: pytest.MonkeyPatch, thief: str, reader: str,
         kept: float) -> None:
     """The reader has read 1 MB in 1 s and 2 MB are left; this process reads as fast.
-    The process that made the board merges the results: a worker taking from it
-    should end HANDOVER_SECONDS (0.04 s, 40 KB here) sooner, so the reader keeps 20 KB
-    more than half."""
+    The process that made the board merges the results: a worker, taking from it or
+    taken from, should end HANDOVER_SECONDS (0.07 s, 70 KB here) sooner, so it reads
+    35 KB less than half of what is left."""
     clock = [0]
     monkeypatch.setattr(classifier.steal.time, "monotonic_ns", lambda: clock[0])
     me, other = classifier.steal.os.getpid(), -7
@@ -347,3 +348,34 @@ def test_with_names_or_resynchronisation_nothing_is_taken_over(
         assert len(seen) == 2  # one piece a capture
         want = [classifier.analyze(f, rules=rules, options=opts).to_dict() for f in files]
         assert [r.to_dict() for r in got] == want
+
+
+@pytest.mark.parametrize("maker", [True, False])
+def test_only_a_worker_joins_what_it_took_to_its_own_range(
+        long_capture: Path, settled: None, maker: bool) -> None:
+    """This process reads the second half, then takes over the end of the first,
+    whose reader is slow. A worker joins the two neighbouring pieces, to send one; the
+    board's maker keeps them apart: it merges every piece in file order next, and
+    joining would merge its own range twice. Either way the pieces cover the same."""
+    import classifier.parallel as par
+
+    size = long_capture.stat().st_size
+    board = _board(long_capture, tasks=2, min_bytes=size // 8)
+    board.parent = os.getpid() if maker else -7
+    board.started()  # the first half's reader
+    mid = _boundary(long_capture, size // 2)
+    board.begin(0, 0, 24, mid).claim(24 + 1000)
+    pieces = par._task(board, 1, 0, ByteRange(mid, size), RULES, classifier.pipeline.Options())
+    spans = [(a, b) for _, a, b, _ in pieces]
+    cut = min(a for a, _ in spans)
+    assert 24 < cut < mid
+    assert spans == ([(mid, size), (cut, mid)] if maker else [(cut, size)])
+
+
+def _boundary(path: Path, at: int) -> int:
+    """The first record boundary at or after ``at``."""
+    from classifier.split import plan_ranges
+
+    found = plan_ranges(str(path), 2, min_bytes=0, at=[at])
+    assert found is not None
+    return found[1].start
