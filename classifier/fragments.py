@@ -207,6 +207,8 @@ class FragmentTable:
             found = _lookup(later._earliest, list(self.pending))
             for key in [k for k in self.pending if k in found]:
                 released += [(ref, found[key]) for ref in self.pending.pop(key)]
+        if isinstance(self._first, _Chain):
+            self._first = self._first.to_dict()  # once, for this merge and the next
         found = _lookup(self._first, list(later.pending)) if later.pending else {}
         for key, refs in later.pending.items():
             info = found.get(key)
