@@ -259,7 +259,7 @@ def main() -> NoReturn:
 def _leave(code: int | str | None) -> NoReturn:
     """Exit with ``code`` once the output is flushed, without the interpreter's
     teardown: freeing numpy, the kernels and every module's objects one by one takes
-    40-60 ms that a finished command has no use for (files and processes are closed
+    40-70 ms that a finished command has no use for (files and processes are closed
     by then, each by the code that opened it)."""
     if isinstance(code, str):
         click.echo(code, err=True)
